@@ -1,0 +1,54 @@
+# Thin wrappers; the scripts hold the logic so a newcomer without make loses nothing.
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help setup build release test lint fmt doc run bench fuzz fuzz-long go-stubs check-go certs-localhost clean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+setup: ## install Debian packages the project needs (idempotent)
+	bash scripts/setup.sh
+
+build: ## debug build of the workspace
+	$(CARGO) build --workspace
+
+release: ## optimised build
+	$(CARGO) build --workspace --release
+
+test: ## everything CI runs (fmt, clippy, docs, tests, Go, fuzz smoke)
+	./scripts/test.sh
+
+lint: ## fmt check + clippy -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+doc: ## API docs
+	$(CARGO) doc --workspace --no-deps
+
+run: ## start a local mesh on the embedded defaults
+	./scripts/run.sh
+
+bench: ## criterion benchmarks (short)
+	$(CARGO) bench --workspace
+
+fuzz: ## run every fuzz target for 5 minutes
+	bash scripts/fuzz.sh 300
+
+fuzz-long: ## run every fuzz target for an hour
+	bash scripts/fuzz.sh 3600
+
+go-stubs: ## regenerate the Go stubs from proto/mesh.proto
+	bash scripts/gen-go.sh
+
+check-go: ## check Go stubs are fresh and the Go example builds
+	bash scripts/check-go.sh
+
+certs-localhost: ## mesh CA + node certificates for a local mesh (needs the mesh binary)
+	$(CARGO) run --release --bin mesh -- certs --out certs --nodes 1,2,3 --host localhost
+
+clean:
+	$(CARGO) clean

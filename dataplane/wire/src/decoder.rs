@@ -1,0 +1,284 @@
+//! The sans-IO streaming frame decoder.
+//!
+//! The I/O layer reads socket bytes straight into the decoder's buffer ([`Decoder::read_buf`]
+//! then [`Decoder::commit`]), or hands over a buffer it already owns ([`Decoder::handle_owned`],
+//! adopted without a copy when nothing is pending), or — in tests and simple drivers — copies a
+//! slice in with [`Decoder::handle_bytes`]. [`Decoder::poll_frame`] then splits whole frames off
+//! the front of the buffer: each frame is a `BytesMut` view of the same allocation, so the
+//! payload is never copied on its way to the next hop.
+//!
+//! The header is validated as soon as its 48 bytes are in, before any room is made for the
+//! body: a peer announcing a 4 GiB body gets `BodyTooLong`, not an allocation. After an error
+//! the decoder is poisoned and returns the same error forever; the session closes.
+//!
+//! Memory held by one decoder is bounded by `max_frame_len + read_chunk_len`.
+
+use bytes::BytesMut;
+
+use crate::error::DecodeError;
+use crate::frame::Frame;
+use crate::header::{HEADER_LEN, Header};
+use crate::kind::{Flags, FrameKind};
+use crate::limits::Limits;
+
+/// Default number of bytes [`Decoder::read_buf`] offers at least.
+pub const DEFAULT_READ_CHUNK_LEN: usize = 64 << 10;
+
+/// Streaming decoder for one session's inbound byte stream.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    /// `buf[..filled]` holds received bytes; `buf[filled..]` is zeroed room to read into.
+    buf: BytesMut,
+    filled: usize,
+    read_chunk_len: usize,
+    /// The validated header at the front of `buf`, once its 48 bytes arrived.
+    pending: Option<Pending>,
+    poisoned: Option<DecodeError>,
+    frames_decoded: u64,
+    bytes_decoded: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    frame_len: usize,
+    kind: FrameKind,
+    flags: Flags,
+}
+
+impl Decoder {
+    /// A decoder enforcing `limits`, offering reads of [`DEFAULT_READ_CHUNK_LEN`].
+    pub fn new(limits: Limits) -> Self {
+        Self::with_read_chunk_len(limits, DEFAULT_READ_CHUNK_LEN)
+    }
+
+    /// A decoder whose [`Decoder::read_buf`] offers at least `read_chunk_len` bytes (at least
+    /// one header's worth).
+    pub fn with_read_chunk_len(limits: Limits, read_chunk_len: usize) -> Self {
+        Self {
+            limits,
+            buf: BytesMut::new(),
+            filled: 0,
+            read_chunk_len: read_chunk_len.max(HEADER_LEN),
+            pending: None,
+            poisoned: None,
+            frames_decoded: 0,
+            bytes_decoded: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Replaces the limits (after HELLO negotiated smaller ones). Applies from the next header.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered_len(&self) -> usize {
+        self.filled
+    }
+
+    /// Frames returned so far.
+    pub fn frames_decoded(&self) -> u64 {
+        self.frames_decoded
+    }
+
+    /// Bytes of frames returned so far.
+    pub fn bytes_decoded(&self) -> u64 {
+        self.bytes_decoded
+    }
+
+    /// Room to read socket bytes into: at least the read chunk, or what the pending frame still
+    /// needs, whichever is larger. Follow with [`Decoder::commit`].
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        let want = match self.pending {
+            Some(p) => p
+                .frame_len
+                .saturating_sub(self.filled)
+                .max(self.read_chunk_len),
+            None => self.read_chunk_len,
+        };
+        self.ensure_room(want);
+        &mut self.buf[self.filled..]
+    }
+
+    /// Records that `n` bytes were written at the start of the last [`Decoder::read_buf`].
+    ///
+    /// # Panics
+    /// If `n` exceeds the room `read_buf` offered (a bug in the driver, not bad input).
+    pub fn commit(&mut self, n: usize) {
+        assert!(
+            self.filled + n <= self.buf.len(),
+            "commit({n}) beyond the read buffer"
+        );
+        self.filled += n;
+    }
+
+    /// Copies `bytes` in (for drivers that read into their own buffers, and tests).
+    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        self.ensure_room(bytes.len());
+        self.buf[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+        self.filled += bytes.len();
+    }
+
+    /// Hands over a buffer of received bytes. When nothing is buffered the buffer is adopted as
+    /// is (no copy); otherwise its bytes are appended.
+    pub fn handle_owned(&mut self, bytes: BytesMut) {
+        if self.filled == 0 {
+            self.filled = bytes.len();
+            self.buf = bytes;
+        } else {
+            self.handle_bytes(&bytes);
+        }
+    }
+
+    /// Makes sure at least `n` zeroed bytes follow the filled part of the buffer.
+    fn ensure_room(&mut self, n: usize) {
+        if self.buf.len() - self.filled >= n {
+            return;
+        }
+        // Drop the zeroed tail first so a reallocation copies only received bytes.
+        self.buf.truncate(self.filled);
+        self.buf.resize(self.filled + n, 0);
+    }
+
+    /// The next complete frame, if the buffer holds one.
+    ///
+    /// `Ok(None)`: more bytes are needed. `Err`: the stream is not valid mesh framing; the
+    /// decoder is poisoned and the session must close with [`DecodeError::close_reason`].
+    pub fn poll_frame(&mut self) -> Result<Option<Frame<BytesMut>>, DecodeError> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        let pending = if let Some(p) = self.pending {
+            p
+        } else {
+            if self.filled < HEADER_LEN {
+                return Ok(None);
+            }
+            let header = Header::ref_from_buf(&self.buf[..HEADER_LEN])
+                .unwrap_or_else(|| unreachable!("48 bytes are present"));
+            match header.validate(&self.limits) {
+                Ok((kind, flags)) => {
+                    let p = Pending {
+                        frame_len: header.frame_len(),
+                        kind,
+                        flags,
+                    };
+                    self.pending = Some(p);
+                    p
+                }
+                Err(e) => {
+                    self.poisoned = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        };
+        if self.filled < pending.frame_len {
+            return Ok(None);
+        }
+        let frame = self.buf.split_to(pending.frame_len);
+        self.filled -= pending.frame_len;
+        self.pending = None;
+        self.frames_decoded += 1;
+        self.bytes_decoded += pending.frame_len as u64;
+        Ok(Some(Frame::from_validated(
+            frame,
+            pending.kind,
+            pending.flags,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::encode_frame;
+    use crate::frame::Envelope;
+    use bytes::Bytes;
+
+    fn data_frame(msg_id: u64, payload: &[u8]) -> Vec<u8> {
+        let mut env = Envelope::new(FrameKind::Data);
+        env.msg_id = msg_id;
+        encode_frame(
+            &env,
+            &[],
+            Bytes::copy_from_slice(payload),
+            &Limits::default(),
+        )
+        .unwrap()
+        .to_vec()
+    }
+
+    #[test]
+    fn byte_at_a_time() {
+        let bytes = data_frame(5, b"hello world");
+        let mut d = Decoder::new(Limits::default());
+        for (i, b) in bytes.iter().enumerate() {
+            assert!(d.poll_frame().unwrap().is_none(), "frame early at {i}");
+            d.handle_bytes(&[*b]);
+        }
+        let f = d.poll_frame().unwrap().unwrap();
+        assert_eq!(f.payload(), b"hello world");
+        assert_eq!(f.envelope().msg_id, 5);
+        assert!(d.poll_frame().unwrap().is_none());
+        assert_eq!(d.buffered_len(), 0);
+    }
+
+    #[test]
+    fn read_buf_and_commit_then_frames_share_the_allocation() {
+        let mut all = data_frame(1, &[1; 100]);
+        all.extend(data_frame(2, &[2; 200]));
+        let mut d = Decoder::new(Limits::default());
+        let room = d.read_buf();
+        room[..all.len()].copy_from_slice(&all);
+        let base = room.as_ptr();
+        d.commit(all.len());
+        let a = d.poll_frame().unwrap().unwrap();
+        let b = d.poll_frame().unwrap().unwrap();
+        assert_eq!(a.payload(), &[1; 100][..]);
+        assert_eq!(b.payload(), &[2; 200][..]);
+        assert_eq!(a.as_bytes().as_ptr(), base);
+        assert_eq!(b.as_bytes().as_ptr(), base.wrapping_add(a.len()));
+    }
+
+    #[test]
+    fn owned_buffer_is_adopted() {
+        let bytes = BytesMut::from(&data_frame(3, b"zero copy")[..]);
+        let ptr = bytes.as_ptr();
+        let mut d = Decoder::new(Limits::default());
+        d.handle_owned(bytes);
+        let f = d.poll_frame().unwrap().unwrap();
+        assert_eq!(f.as_bytes().as_ptr(), ptr);
+    }
+
+    #[test]
+    fn oversize_body_is_refused_before_room_is_made() {
+        let mut h = Header::new(FrameKind::Data);
+        h.body_len.set(u32::MAX);
+        let mut d = Decoder::new(Limits::default());
+        d.handle_bytes(zerocopy::IntoBytes::as_bytes(&h));
+        let e = d.poll_frame().unwrap_err();
+        assert!(matches!(e, DecodeError::BodyTooLong { .. }));
+        assert!(d.read_buf().len() <= DEFAULT_READ_CHUNK_LEN + HEADER_LEN);
+        // Poisoned: the same error again.
+        assert_eq!(d.poll_frame().unwrap_err(), e);
+    }
+
+    #[test]
+    fn read_buf_grows_for_a_large_pending_frame() {
+        let bytes = data_frame(9, &vec![7u8; 200_000]);
+        let mut d = Decoder::new(Limits::default());
+        d.handle_bytes(&bytes[..HEADER_LEN]);
+        assert!(d.poll_frame().unwrap().is_none());
+        let room = d.read_buf();
+        assert!(room.len() >= bytes.len() - HEADER_LEN);
+        room[..bytes.len() - HEADER_LEN].copy_from_slice(&bytes[HEADER_LEN..]);
+        d.commit(bytes.len() - HEADER_LEN);
+        assert_eq!(d.poll_frame().unwrap().unwrap().payload().len(), 200_000);
+    }
+}
