@@ -24,7 +24,7 @@
 //! ```
 //!
 //! A `Header` reference says nothing about validity: any 48 bytes can be viewed as one. The
-//! checked view is [`crate::FrameHeader`], obtained through [`Header::validate`].
+//! checked view is [`crate::Frame`]; [`Header::validate`] performs the checks.
 
 use zerocopy::byteorder::big_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
