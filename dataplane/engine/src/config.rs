@@ -1,0 +1,80 @@
+//! Engine configuration: what the node binary hands the data plane at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh_wire::Limits;
+
+use crate::queue::QueueLimits;
+
+/// How executors are placed on CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Executor `i` is pinned to CPU `first_cpu + i` (production: one node per machine).
+    Pinned {
+        /// First CPU to use.
+        first_cpu: usize,
+    },
+    /// Executors float over all CPUs (several nodes on one machine, tests, CI).
+    #[default]
+    Unbound,
+}
+
+/// Data-plane configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's id (non-zero).
+    pub node_id: u64,
+    /// This node's domain.
+    pub domain_id: u32,
+    /// Address every core listens on (SO_REUSEPORT spreads accepted connections).
+    pub listen: SocketAddr,
+    /// Peers to dial and keep connected.
+    pub connect: Vec<SocketAddr>,
+    /// Number of executors (cores).
+    pub cores: usize,
+    /// Executor placement.
+    pub placement: Placement,
+    /// Frame limits this node offers in HELLO.
+    pub limits: Limits,
+    /// Bounds of each peer's outbound queue.
+    pub queue: QueueLimits,
+    /// Refuse peers that do not use TLS.
+    pub require_tls: bool,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Keepalive interval offered in HELLO.
+    pub keepalive_interval: Duration,
+    /// Most sessions (all states) this node holds.
+    pub max_sessions: usize,
+    /// Most sessions still handshaking.
+    pub max_half_open: usize,
+    /// Memory glommio registers for io_uring buffers, per executor (at least 512 KiB; the
+    /// memlock limit is shared by all executors of the process).
+    pub io_memory: usize,
+    /// Capacity of each core's inbox and of the events mailbox to the control thread.
+    pub mailbox_capacity: usize,
+}
+
+impl EngineConfig {
+    /// Defaults for a node: one unbound core, 1 MiB frames, 2 s handshake deadline.
+    pub fn new(node_id: u64, domain_id: u32, listen: SocketAddr) -> Self {
+        Self {
+            node_id,
+            domain_id,
+            listen,
+            connect: Vec::new(),
+            cores: 1,
+            placement: Placement::Unbound,
+            limits: Limits::default(),
+            queue: QueueLimits::default(),
+            require_tls: false,
+            handshake_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_millis(300),
+            max_sessions: 1024,
+            max_half_open: 256,
+            io_memory: 512 << 10,
+            mailbox_capacity: 65_536,
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The task that drives one session: socket ⇄ decoder ⇄ `mesh_session::Session` ⇄ core.
+//!
+//! One task per connection multiplexes, in a single `poll`: writing the peer's queue, reading
+//! and decoding, the session's timers, and close requests from the core. Reads and writes
+//! progress independently, so two peers that both have a full send buffer never deadlock, and a
+//! frame whose next hop is full stalls only this connection's reads (backpressure reaches the
+//! sender through TCP), never the whole core.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use glommio::timer::Timer;
+use mesh_session::{ChannelSecurity, PeerInfo, Session, SessionConfig, SessionEvent, Side};
+use mesh_wire::{CloseReason, Decoder, Frame, FrameKind};
+use tracing::{debug, info, warn};
+
+use crate::core::{Core, Dispatch, EngineEvent, SessionCtl, SessionSlot};
+use crate::metrics::CoreMetrics;
+use crate::queue::{OutItem, PeerQueue};
+use crate::transport::Transport;
+
+/// Reads per poll before the task yields to its neighbours.
+const READS_PER_POLL: usize = 16;
+/// How long a frame waits before retrying a full inbox or control mailbox.
+const RETRY_DELAY: Duration = Duration::from_micros(200);
+
+/// How a connection ended.
+#[derive(Debug)]
+pub struct ConnOutcome {
+    /// The peer, if the handshake completed.
+    pub peer: Option<PeerInfo>,
+    /// Why it ended.
+    pub reason: CloseReason,
+}
+
+/// Builds the session configuration a core uses for its connections.
+pub(crate) fn session_config(core: &Core) -> SessionConfig {
+    let cfg = &core.cfg;
+    let mut s = SessionConfig::new(cfg.node_id, cfg.domain_id);
+    s.limits = cfg.limits;
+    s.keepalive_interval = cfg.keepalive_interval;
+    s.handshake_timeout = cfg.handshake_timeout;
+    s.require_tls = cfg.require_tls;
+    s
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn run_connection(
+    core: Rc<Core>,
+    transport: Transport,
+    side: Side,
+    expected_peer: Option<u64>,
+    security: ChannelSecurity,
+    nonce: [u8; 32],
+) -> ConnOutcome {
+    let now = Instant::now();
+    let session = match Session::new(
+        session_config(&core),
+        side,
+        expected_peer,
+        security,
+        nonce,
+        now,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(core = core.id, error = %e, "invalid session configuration");
+            return ConnOutcome {
+                peer: None,
+                reason: CloseReason::Internal,
+            };
+        }
+    };
+    let limits = session.decoder_limits();
+    let mut conn = Conn {
+        id: core.new_session_id(),
+        core: core.clone(),
+        session,
+        transport,
+        decoder: Decoder::new(limits),
+        queue: Rc::new(PeerQueue::new(core.cfg.queue)),
+        ctl: Rc::new(SessionCtl::default()),
+        side,
+        peer: None,
+        registered: false,
+        stalled: None,
+        timer: None,
+        reason: None,
+        eof: false,
+        relocated_seen: 0,
+    };
+    CoreMetrics::add(&core.metrics.sessions_open, 1);
+    std::future::poll_fn(|cx| conn.poll(cx)).await;
+    conn.finish()
+}
+
+struct Conn {
+    id: u64,
+    core: Rc<Core>,
+    session: Session,
+    transport: Transport,
+    decoder: Decoder,
+    queue: Rc<PeerQueue>,
+    ctl: Rc<SessionCtl>,
+    side: Side,
+    peer: Option<PeerInfo>,
+    registered: bool,
+    /// A routed frame waiting for room at its next hop.
+    stalled: Option<Stalled>,
+    timer: Option<(Instant, Timer)>,
+    reason: Option<CloseReason>,
+    eof: bool,
+    /// `decoder.bytes_relocated()` already counted in the metrics.
+    relocated_seen: u64,
+}
+
+enum Stalled {
+    /// Wait until the queue drains.
+    Queue(Frame<BytesMut>),
+    /// Wait a moment, then retry.
+    Later(Frame<BytesMut>, Timer),
+}
+
+impl Conn {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.ctl.register(cx.waker());
+        for _ in 0..4 {
+            let now = Instant::now();
+            if let Some(reason) = self.ctl.take_close() {
+                self.session.close(reason, now);
+            }
+            self.poll_timer(cx, now);
+            self.pump_session();
+            // Write whatever is queued (control frames and routed frames alike).
+            self.queue.register_writer(cx.waker());
+            match self.transport.poll_write_queue(cx, &self.queue) {
+                Poll::Ready(Ok(0)) | Poll::Pending => {}
+                Poll::Ready(Ok(n)) => {
+                    CoreMetrics::add(&self.core.metrics.bytes_out, n as u64);
+                    self.session.note_sent(now);
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!(core = self.core.id, error = %e, "write failed");
+                    self.reason.get_or_insert(CloseReason::Normal);
+                    return Poll::Ready(());
+                }
+            }
+            if self.session.is_closed() || self.eof {
+                if self.queue.is_empty() || self.eof {
+                    let _ = self.transport.poll_close(cx);
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
+            }
+            if !self.retry_stalled(cx) {
+                // Reads wait until the stalled frame found room.
+                self.arm_timer(cx);
+                return Poll::Pending;
+            }
+            let progressed = self.poll_reads(cx, now);
+            self.pump_session();
+            self.arm_timer(cx);
+            if !progressed && self.queue.is_empty() {
+                return Poll::Pending;
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+        // Plenty of work: yield to the other tasks of this core, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>, now: Instant) {
+        if let Some((_, t)) = &mut self.timer
+            && Pin::new(t).poll(cx).is_ready()
+        {
+            self.timer = None;
+        }
+        if self.session.poll_timeout().is_some_and(|d| d <= now) {
+            self.session.handle_timeout(now);
+        }
+    }
+
+    fn arm_timer(&mut self, cx: &mut Context<'_>) {
+        let Some(deadline) = self.session.poll_timeout() else {
+            self.timer = None;
+            return;
+        };
+        if self.timer.as_ref().is_some_and(|(d, _)| *d == deadline) {
+            return;
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let mut t = Timer::new(wait);
+        if Pin::new(&mut t).poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+            self.timer = None;
+        } else {
+            self.timer = Some((deadline, t));
+        }
+    }
+
+    /// Moves the session's frames to the queue and acts on its events.
+    fn pump_session(&mut self) {
+        while let Some(f) = self.session.poll_transmit() {
+            // Control frames bypass the bounds: few, small, and they must not wait.
+            let _ = self.queue.push(OutItem::Local(f), true);
+        }
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                SessionEvent::Established { peer } => self.established(peer),
+                SessionEvent::Draining => {
+                    debug!(core = self.core.id, peer = ?self.peer.as_ref().map(|p| p.node_id), "peer draining");
+                }
+                SessionEvent::Closed { reason, by_peer } => {
+                    self.reason = Some(reason);
+                    let peer = self.peer.as_ref().map(|p| p.node_id);
+                    if by_peer {
+                        info!(
+                            core = self.core.id,
+                            ?peer,
+                            ?reason,
+                            "peer closed the session"
+                        );
+                    } else {
+                        info!(core = self.core.id, ?peer, ?reason, "closing session");
+                    }
+                    if matches!(
+                        reason,
+                        CloseReason::BadMagic
+                            | CloseReason::UnsupportedVersion
+                            | CloseReason::UnknownKindOrFlags
+                            | CloseReason::FrameTooLarge
+                            | CloseReason::MalformedFrame
+                            | CloseReason::BadMetadata
+                            | CloseReason::UnexpectedFrame
+                    ) && !by_peer
+                    {
+                        CoreMetrics::add(&self.core.metrics.protocol_errors, 1);
+                    }
+                    if self.peer.is_none() {
+                        CoreMetrics::add(&self.core.metrics.handshake_failures, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn established(&mut self, peer: PeerInfo) {
+        self.decoder.set_limits(peer.limits);
+        let slot = SessionSlot {
+            queue: self.queue.clone(),
+            ctl: self.ctl.clone(),
+        };
+        info!(
+            core = self.core.id,
+            peer = peer.node_id,
+            domain = peer.domain_id,
+            authenticated = peer.authenticated,
+            "session established"
+        );
+        if let Some(reason) = self.core.register(self.id, &peer, self.side, slot) {
+            self.session.close(reason, Instant::now());
+            self.peer = Some(peer);
+            return;
+        }
+        self.registered = true;
+        CoreMetrics::add(&self.core.metrics.sessions_established, 1);
+        let _ = self.core.events.post(EngineEvent::PeerUp {
+            peer: peer.clone(),
+            core: self.core.id,
+        });
+        self.peer = Some(peer);
+    }
+
+    /// Retries the stalled frame. Returns whether reads may go on.
+    fn retry_stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(stalled) = self.stalled.take() else {
+            return true;
+        };
+        let frame = match stalled {
+            Stalled::Queue(f) => f,
+            Stalled::Later(f, mut t) => {
+                if Pin::new(&mut t).poll(cx).is_pending() {
+                    self.stalled = Some(Stalled::Later(f, t));
+                    return false;
+                }
+                f
+            }
+        };
+        self.route(cx, frame)
+    }
+
+    /// Routes one frame. Returns false when it stalled.
+    fn route(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
+        match self.core.dispatch(frame) {
+            Dispatch::Done => true,
+            Dispatch::Blocked(f, q) => {
+                q.wait_for_room(cx.waker());
+                self.stalled = Some(Stalled::Queue(f));
+                false
+            }
+            Dispatch::Retry(f) => {
+                let mut t = Timer::new(RETRY_DELAY);
+                let _ = Pin::new(&mut t).poll(cx);
+                self.stalled = Some(Stalled::Later(f, t));
+                false
+            }
+        }
+    }
+
+    /// Reads and handles frames. Returns whether anything was read.
+    fn poll_reads(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut progressed = false;
+        for _ in 0..READS_PER_POLL {
+            match self.transport.poll_read(cx, self.decoder.read_buf()) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    self.eof = true;
+                    self.reason.get_or_insert(CloseReason::Normal);
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    progressed = true;
+                    self.decoder.commit(n);
+                    let relocated = self.decoder.bytes_relocated();
+                    if relocated > self.relocated_seen {
+                        CoreMetrics::add(
+                            &self.core.metrics.forward_bytes_copied,
+                            relocated - self.relocated_seen,
+                        );
+                        self.relocated_seen = relocated;
+                    }
+                    self.session.note_received(now);
+                    CoreMetrics::add(&self.core.metrics.bytes_in, n as u64);
+                    if !self.handle_frames(cx, now) {
+                        return true;
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!(core = self.core.id, error = %e, "read failed");
+                    self.eof = true;
+                    self.reason.get_or_insert(CloseReason::Normal);
+                    return true;
+                }
+            }
+        }
+        progressed
+    }
+
+    /// Decodes and handles every whole frame buffered. Returns false when reading must pause
+    /// (a frame stalled, or the session closed).
+    fn handle_frames(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        loop {
+            match self.decoder.poll_frame() {
+                Ok(None) => return true,
+                Ok(Some(frame)) => {
+                    CoreMetrics::add(&self.core.metrics.frames_in, 1);
+                    match self.session.handle_frame(frame, now) {
+                        Ok(None) => {}
+                        Ok(Some(routed)) => {
+                            if !self.handle_routed(cx, routed) {
+                                return false;
+                            }
+                        }
+                        Err(e) => {
+                            let peer = self.peer.as_ref().map(|p| p.node_id);
+                            warn!(core = self.core.id, ?peer, error = %e, "session error");
+                            return false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let peer = self.peer.as_ref().map(|p| p.node_id);
+                    warn!(core = self.core.id, ?peer, error = %e, reason = e.metric_label(), "bad frame from peer");
+                    self.session.handle_decode_error(&e, now);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn handle_routed(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
+        let from = self.peer.as_ref().map_or(0, |p| p.node_id);
+        match frame.kind() {
+            FrameKind::Data | FrameKind::Delivered | FrameKind::Ack | FrameKind::Nack => {
+                self.route(cx, frame)
+            }
+            _ => {
+                if self
+                    .core
+                    .events
+                    .post(EngineEvent::Control { from, frame })
+                    .is_err()
+                {
+                    self.core
+                        .metrics
+                        .count_drop(crate::metrics::DropReason::ControlBusy);
+                }
+                true
+            }
+        }
+    }
+
+    fn finish(self) -> ConnOutcome {
+        CoreMetrics::sub(&self.core.metrics.sessions_open, 1);
+        let reason = self.reason.unwrap_or(CloseReason::Normal);
+        if let Some(peer) = &self.peer
+            && self.registered
+        {
+            let left = self.core.unregister(self.id, peer.node_id);
+            if !left.is_empty() {
+                debug!(
+                    core = self.core.id,
+                    peer = peer.node_id,
+                    frames = left.len(),
+                    "frames left in a closed session's queue"
+                );
+                for _ in &left {
+                    self.core
+                        .metrics
+                        .count_drop(crate::metrics::DropReason::SessionClosed);
+                }
+            }
+            let _ = self.core.events.post(EngineEvent::PeerDown {
+                node_id: peer.node_id,
+                reason,
+            });
+        }
+        if let Some(Stalled::Queue(_) | Stalled::Later(..)) = self.stalled {
+            self.core
+                .metrics
+                .count_drop(crate::metrics::DropReason::SessionClosed);
+        }
+        ConnOutcome {
+            peer: self.peer,
+            reason,
+        }
+    }
+}

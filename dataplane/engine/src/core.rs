@@ -1,0 +1,550 @@
+//! One data-plane core: the state a glommio executor owns, and how it routes frames.
+//!
+//! Shared-nothing: a core's sessions, queues and route snapshot are its own (`Rc`, `RefCell`
+//! inside one thread). What crosses cores moves by ownership through the cores' inboxes: a
+//! frame whose next hop's session lives on another core is posted there as is (the same
+//! buffer), and session up/down announcements keep every core's map of "which core owns the
+//! session to peer P" current.
+//!
+//! Duplicate sessions with one peer (both nodes dialing at once, possibly landing on different
+//! cores) are resolved by `mesh_session::tie_break` on the dialer's node id, which both ends
+//! and every core compute alike; two sessions with the same dialer keep the one on the lower
+//! core.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::{Bytes, BytesMut};
+use mesh_session::{PeerInfo, Registration, SessionTable, Side, TieBreak, tie_break};
+use mesh_wire::{
+    CloseReason, Envelope, Frame, FrameKind, Limits, MetaLimits, Metadata, NackReason, OutFrame,
+    encode_frame_with_meta,
+};
+
+use crate::config::EngineConfig;
+use crate::mailbox::{MailboxError, MailboxSender};
+use crate::metrics::{CoreMetrics, DropReason};
+use crate::queue::{OutItem, PeerQueue};
+use crate::routes::RouteSnapshot;
+
+/// Identifies a session within the engine: core in the high 16 bits, a counter below.
+pub(crate) type SessionId = u64;
+
+/// A message to a core's inbox.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// A frame to write to `peer`, whose session lives on this core.
+    ToPeer {
+        /// Next-hop node.
+        peer: u64,
+        /// The frame.
+        item: OutItem,
+    },
+    /// A frame built by the control thread: route it from here.
+    Originate(OutFrame),
+    /// A new route snapshot.
+    Routes(RouteSnapshot),
+    /// A session with `peer` was established on core `core`.
+    PeerUp {
+        /// Peer node.
+        peer: u64,
+        /// Owning core.
+        core: usize,
+        /// The owning core's side of that session.
+        side: Side,
+        /// Its id.
+        session: u64,
+    },
+    /// The session `session` with `peer` on core `core` ended.
+    PeerDown {
+        /// Peer node.
+        peer: u64,
+        /// Owning core.
+        core: usize,
+        /// Its id.
+        session: u64,
+    },
+    /// Dial this address and keep the session up.
+    Connect(SocketAddr),
+    /// Drain every session and stop.
+    Shutdown,
+}
+
+/// What the engine tells the control thread.
+#[derive(Debug)]
+pub enum EngineEvent {
+    /// A session with a peer node (or client) was established.
+    PeerUp {
+        /// What the handshake established.
+        peer: PeerInfo,
+        /// Core owning the session.
+        core: usize,
+    },
+    /// The session with `node_id` ended.
+    PeerDown {
+        /// Peer node.
+        node_id: u64,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A routed frame addressed to this node (DATA, DELIVERED, ACK, NACK).
+    Deliver(Frame<BytesMut>),
+    /// A control frame from a neighbour (LSA, LSA_ACK, CREDIT, RESUME).
+    Control {
+        /// The neighbour it came from.
+        from: u64,
+        /// The frame.
+        frame: Frame<BytesMut>,
+    },
+    /// A frame this node originated could not be sent.
+    Undeliverable {
+        /// Its envelope.
+        envelope: Envelope,
+        /// Why.
+        reason: NackReason,
+    },
+}
+
+/// A session as its core sees it.
+#[derive(Debug)]
+pub(crate) struct SessionSlot {
+    pub(crate) queue: Rc<PeerQueue>,
+    pub(crate) ctl: Rc<SessionCtl>,
+}
+
+/// A way for the core to ask a session's task to close.
+#[derive(Debug, Default)]
+pub(crate) struct SessionCtl {
+    close: Cell<Option<CloseReason>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl SessionCtl {
+    pub(crate) fn request_close(&self, reason: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(reason));
+        }
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn take_close(&self) -> Option<CloseReason> {
+        self.close.take()
+    }
+
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut w = self.waker.borrow_mut();
+        match &*w {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *w = Some(waker.clone()),
+        }
+    }
+}
+
+/// The outcome of routing one frame.
+#[derive(Debug)]
+pub(crate) enum Dispatch {
+    /// Queued, delivered or dropped (with its metric): nothing more to do.
+    Done,
+    /// The next hop's queue is full: wait on it, then retry with the frame.
+    Blocked(Frame<BytesMut>, Rc<PeerQueue>),
+    /// Another core's inbox or the control mailbox is full: retry shortly.
+    Retry(Frame<BytesMut>),
+}
+
+/// The state of one core.
+pub(crate) struct Core {
+    pub(crate) id: usize,
+    pub(crate) cfg: Arc<EngineConfig>,
+    routes: RefCell<RouteSnapshot>,
+    table: RefCell<SessionTable<SessionId>>,
+    slots: RefCell<HashMap<SessionId, (u64, Side, SessionSlot)>>,
+    /// Sessions owned by other cores: peer → (core, side, session).
+    remote: RefCell<HashMap<u64, (usize, Side, SessionId)>>,
+    pub(crate) inboxes: Vec<MailboxSender<CoreMsg>>,
+    pub(crate) events: MailboxSender<EngineEvent>,
+    pub(crate) metrics: Arc<CoreMetrics>,
+    next_session: Cell<u64>,
+    pub(crate) shutting_down: Cell<bool>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        id: usize,
+        cfg: Arc<EngineConfig>,
+        routes: RouteSnapshot,
+        inboxes: Vec<MailboxSender<CoreMsg>>,
+        events: MailboxSender<EngineEvent>,
+        metrics: Arc<CoreMetrics>,
+    ) -> Self {
+        let table = SessionTable::new(cfg.node_id, cfg.max_sessions);
+        Self {
+            id,
+            cfg,
+            routes: RefCell::new(routes),
+            table: RefCell::new(table),
+            slots: RefCell::new(HashMap::new()),
+            remote: RefCell::new(HashMap::new()),
+            inboxes,
+            events,
+            metrics,
+            next_session: Cell::new(1),
+            shutting_down: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn node_id(&self) -> u64 {
+        self.cfg.node_id
+    }
+
+    pub(crate) fn new_session_id(&self) -> SessionId {
+        let n = self.next_session.get();
+        self.next_session.set(n + 1);
+        ((self.id as u64) << 48) | n
+    }
+
+    pub(crate) fn set_routes(&self, routes: RouteSnapshot) {
+        *self.routes.borrow_mut() = routes;
+    }
+
+    /// Registers an established session. Returns the close reason if this session must close
+    /// at once (it lost a tie-break or the table is full).
+    pub(crate) fn register(
+        &self,
+        id: SessionId,
+        peer: &PeerInfo,
+        side: Side,
+        slot: SessionSlot,
+    ) -> Option<CloseReason> {
+        let node = peer.node_id;
+        // Another core's session with the same peer?
+        let other = self.remote.borrow().get(&node).copied();
+        if let Some((core, other_side, _)) = other
+            && !self.wins_against(node, side, self.id, other_side, core)
+        {
+            return Some(CloseReason::DuplicateSession);
+        }
+        let reg = self.table.borrow_mut().register(node, id, side);
+        match reg {
+            Registration::Keep => {}
+            Registration::Replace { old } => {
+                if let Some((_, _, s)) = self.slots.borrow_mut().remove(&old) {
+                    s.ctl.request_close(CloseReason::DuplicateSession);
+                }
+            }
+            Registration::Reject { .. } | Registration::Full { .. } => {
+                return reg.close_reason();
+            }
+        }
+        self.slots.borrow_mut().insert(id, (node, side, slot));
+        for (core, inbox) in self.inboxes.iter().enumerate() {
+            if core != self.id {
+                let _ = inbox.post(CoreMsg::PeerUp {
+                    peer: node,
+                    core: self.id,
+                    side,
+                    session: id,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether a session on `core_a` (this node's side `side_a`) with `peer` wins over one on
+    /// `core_b` (side `side_b`): the session dialed by the lower node id stays; between two
+    /// with the same dialer, the one on the lower core.
+    fn wins_against(
+        &self,
+        peer: u64,
+        side_a: Side,
+        core_a: usize,
+        side_b: Side,
+        core_b: usize,
+    ) -> bool {
+        let dialer = |s: Side| match s {
+            Side::Initiator => self.node_id(),
+            Side::Acceptor => peer,
+        };
+        if dialer(side_a) == dialer(side_b) {
+            core_a < core_b
+        } else {
+            // `tie_break(existing = b, new = a)`: KeepNew means a stays.
+            tie_break(self.node_id(), peer, side_b, side_a) == TieBreak::KeepNew
+        }
+    }
+
+    /// Forgets a session (its task ended). Returns the queue's remaining frames.
+    pub(crate) fn unregister(&self, id: SessionId, peer: u64) -> Vec<OutItem> {
+        let slot = self.slots.borrow_mut().remove(&id);
+        self.table.borrow_mut().remove(peer, id);
+        let Some((_, _, slot)) = slot else {
+            return Vec::new();
+        };
+        for (core, inbox) in self.inboxes.iter().enumerate() {
+            if core != self.id {
+                let _ = inbox.post(CoreMsg::PeerDown {
+                    peer,
+                    core: self.id,
+                    session: id,
+                });
+            }
+        }
+        slot.queue.close()
+    }
+
+    /// Another core announced a session with `peer`.
+    pub(crate) fn remote_up(&self, peer: u64, core: usize, side: Side, session: SessionId) {
+        if let Some(local) = self.table.borrow().get(peer) {
+            let local_side = self
+                .slots
+                .borrow()
+                .get(&local)
+                .map_or(Side::Initiator, |(_, s, _)| *s);
+            if self.wins_against(peer, local_side, self.id, side, core) {
+                // Ours stays; theirs will close itself when it hears of ours.
+                return;
+            }
+            if let Some((_, _, s)) = self.slots.borrow().get(&local) {
+                s.ctl.request_close(CloseReason::DuplicateSession);
+            }
+        }
+        self.remote.borrow_mut().insert(peer, (core, side, session));
+    }
+
+    /// Another core's session with `peer` ended.
+    pub(crate) fn remote_down(&self, peer: u64, core: usize, session: SessionId) {
+        let mut remote = self.remote.borrow_mut();
+        if remote
+            .get(&peer)
+            .is_some_and(|&(c, _, s)| c == core && s == session)
+        {
+            remote.remove(&peer);
+        }
+    }
+
+    /// The queue of the established session with `peer` on this core.
+    pub(crate) fn local_queue(&self, peer: u64) -> Option<Rc<PeerQueue>> {
+        let id = self.table.borrow().get(peer)?;
+        self.slots
+            .borrow()
+            .get(&id)
+            .map(|(_, _, s)| s.queue.clone())
+    }
+
+    /// Whether any core holds an established session with `peer`.
+    pub(crate) fn has_session(&self, peer: u64) -> bool {
+        self.table.borrow().get(peer).is_some() || self.remote.borrow().contains_key(&peer)
+    }
+
+    /// Asks every session on this core to drain (shutdown).
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        for (_, _, s) in self.slots.borrow().values() {
+            s.ctl.request_close(reason);
+        }
+    }
+
+    /// Routes a frame received from a peer, or originated here. Takes ownership; nothing is
+    /// copied on the way to the next hop.
+    pub(crate) fn dispatch(&self, mut frame: Frame<BytesMut>) -> Dispatch {
+        let env = frame.envelope();
+        if env.dst_node == self.node_id() {
+            return match self.events.post(EngineEvent::Deliver(frame)) {
+                Ok(()) => {
+                    CoreMetrics::add(&self.metrics.delivered_local, 1);
+                    Dispatch::Done
+                }
+                Err(MailboxError::Full(EngineEvent::Deliver(f))) => Dispatch::Retry(f),
+                Err(_) => {
+                    self.metrics.count_drop(DropReason::ControlBusy);
+                    Dispatch::Done
+                }
+            };
+        }
+        if frame.decrement_ttl().is_none() {
+            self.metrics.count_drop(DropReason::TtlExpired);
+            self.nack(&env, NackReason::TtlExpired);
+            return Dispatch::Done;
+        }
+        let next =
+            self.routes
+                .borrow()
+                .next_hop(env.src_node, env.dst_domain, env.dst_node, env.msg_id);
+        let Some(next) = next else {
+            self.metrics.count_drop(DropReason::NoRoute);
+            self.nack(&env, NackReason::NoRoute);
+            return Dispatch::Done;
+        };
+        if let Some(q) = self.local_queue(next) {
+            return match q.push(OutItem::Forward(frame), false) {
+                Ok(()) => {
+                    CoreMetrics::add(&self.metrics.forwarded, 1);
+                    Dispatch::Done
+                }
+                Err(OutItem::Forward(f)) if !q.is_closed() => Dispatch::Blocked(f, q),
+                Err(_) => {
+                    self.metrics.count_drop(DropReason::SessionClosed);
+                    Dispatch::Done
+                }
+            };
+        }
+        let owner = self.remote.borrow().get(&next).map(|&(c, _, _)| c);
+        if let Some(core) = owner {
+            let msg = CoreMsg::ToPeer {
+                peer: next,
+                item: OutItem::Forward(frame),
+            };
+            return match self.inboxes[core].post(msg) {
+                Ok(()) => {
+                    CoreMetrics::add(&self.metrics.cross_core, 1);
+                    CoreMetrics::add(&self.metrics.forwarded, 1);
+                    Dispatch::Done
+                }
+                Err(MailboxError::Full(CoreMsg::ToPeer {
+                    item: OutItem::Forward(f),
+                    ..
+                })) => Dispatch::Retry(f),
+                Err(_) => {
+                    self.metrics.count_drop(DropReason::SessionClosed);
+                    Dispatch::Done
+                }
+            };
+        }
+        // The route names a neighbour we hold no session with (the snapshot is stale).
+        self.metrics.count_drop(DropReason::NoRoute);
+        self.nack(&env, NackReason::NoRoute);
+        Dispatch::Done
+    }
+
+    /// Routes a frame the control thread built (origin traffic, NACKs, LSAs to a neighbour).
+    /// A full next-hop queue takes it anyway up to twice its bound (the inbox already bounds how
+    /// many such frames can be in flight); beyond that the control thread hears `QueueFull`.
+    pub(crate) fn originate(&self, frame: OutFrame) {
+        let h = frame.header();
+        let (src, dst_domain, dst, msg_id) = (
+            h.src_node.get(),
+            h.dst_domain.get(),
+            h.dst_node.get(),
+            h.msg_id.get(),
+        );
+        let next = self.routes.borrow().next_hop(src, dst_domain, dst, msg_id);
+        let Some(next) = next else {
+            self.undeliverable(&frame, NackReason::NoRoute);
+            return;
+        };
+        self.to_peer(next, OutItem::Local(frame));
+    }
+
+    /// Queues `item` for the session with `peer`, on whichever core owns it.
+    pub(crate) fn to_peer(&self, peer: u64, item: OutItem) {
+        if let Some(q) = self.local_queue(peer) {
+            let over =
+                q.bytes() > 2 * self.cfg.queue.bytes_max || q.len() > 2 * self.cfg.queue.frames_max;
+            if over {
+                self.metrics.count_drop(DropReason::QueueFull);
+                self.undeliverable_item(&item, NackReason::QueueFull);
+                return;
+            }
+            if let Err(item) = q.push(item, true) {
+                self.metrics.count_drop(DropReason::SessionClosed);
+                self.undeliverable_item(&item, NackReason::NoRoute);
+            }
+            return;
+        }
+        let owner = self.remote.borrow().get(&peer).map(|&(c, _, _)| c);
+        let Some(core) = owner else {
+            self.metrics.count_drop(DropReason::NoRoute);
+            self.undeliverable_item(&item, NackReason::NoRoute);
+            return;
+        };
+        if let Err(e) = self.inboxes[core].post(CoreMsg::ToPeer { peer, item }) {
+            let (MailboxError::Full(msg) | MailboxError::Closed(msg)) = e;
+            if let CoreMsg::ToPeer { item, .. } = msg {
+                self.metrics.count_drop(DropReason::QueueFull);
+                self.undeliverable_item(&item, NackReason::QueueFull);
+            }
+        } else {
+            CoreMetrics::add(&self.metrics.cross_core, 1);
+        }
+    }
+
+    fn undeliverable_item(&self, item: &OutItem, reason: NackReason) {
+        match item {
+            OutItem::Local(f) => self.undeliverable(f, reason),
+            OutItem::Forward(f) => self.nack(&f.envelope(), reason),
+        }
+    }
+
+    fn undeliverable(&self, frame: &OutFrame, reason: NackReason) {
+        let h = frame.header();
+        let Ok(kind) = FrameKind::try_from(h.kind) else {
+            return;
+        };
+        let env = Envelope {
+            kind,
+            flags: mesh_wire::Flags::from_bits(h.flags.get()).unwrap_or_default(),
+            ttl: h.ttl,
+            class: h.class,
+            src_domain: h.src_domain.get(),
+            dst_domain: h.dst_domain.get(),
+            chunk_index: h.chunk_index.get(),
+            src_node: h.src_node.get(),
+            dst_node: h.dst_node.get(),
+            msg_id: h.msg_id.get(),
+        };
+        if env.src_node == self.node_id() {
+            let _ = self.events.post(EngineEvent::Undeliverable {
+                envelope: env,
+                reason,
+            });
+        } else {
+            self.nack(&env, reason);
+        }
+    }
+
+    /// Sends a NACK for a dropped DATA frame back to its source (never for other kinds: a lost
+    /// DELIVERED or ACK is recovered by the origin's retransmission, and NACKing a NACK would
+    /// loop).
+    fn nack(&self, env: &Envelope, reason: NackReason) {
+        if env.kind != FrameKind::Data {
+            return;
+        }
+        if env.src_node == self.node_id() {
+            let _ = self.events.post(EngineEvent::Undeliverable {
+                envelope: *env,
+                reason,
+            });
+            return;
+        }
+        let mut n = Envelope::new(FrameKind::Nack);
+        n.src_node = self.node_id();
+        n.src_domain = self.cfg.domain_id;
+        n.dst_node = env.src_node;
+        n.dst_domain = env.src_domain;
+        n.msg_id = env.msg_id;
+        let meta = Metadata {
+            reason: Some(reason.code()),
+            ..Metadata::default()
+        };
+        let Ok(frame) = encode_frame_with_meta(
+            &n,
+            &meta,
+            &MetaLimits::default(),
+            Bytes::new(),
+            &Limits::default(),
+        ) else {
+            return;
+        };
+        let next = self
+            .routes
+            .borrow()
+            .next_hop(n.src_node, n.dst_domain, n.dst_node, n.msg_id);
+        if let Some(next) = next {
+            self.to_peer(next, OutItem::Local(frame));
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Starting the data plane: one glommio executor per core, each with its listener (SO_REUSEPORT),
+//! its dialers, its inbox, and the sessions it accepted or dialed. The control thread keeps an
+//! [`EngineHandle`].
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, timer::sleep};
+use mesh_session::{Admission, AdmissionConfig, Backoff, BackoffConfig, ChannelSecurity, Side};
+use mesh_wire::{CloseReason, OutFrame};
+use tracing::{debug, info, warn};
+
+use crate::config::{EngineConfig, Placement};
+use crate::conn::run_connection;
+use crate::core::{Core, CoreMsg, EngineEvent};
+use crate::mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
+use crate::metrics::CoreMetrics;
+use crate::routes::RouteSnapshot;
+use crate::transport::Transport;
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration is invalid.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+    /// An executor could not be created (e.g. more pinned cores than CPUs).
+    #[error("core {core}: cannot start executor: {detail}")]
+    Executor {
+        /// Core index.
+        core: usize,
+        /// What glommio said.
+        detail: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {detail}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        detail: String,
+    },
+}
+
+/// Why a frame could not be handed to the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The core's inbox is full: retry later (backpressure).
+    #[error("data plane busy")]
+    Busy(OutFrame),
+    /// The engine stopped.
+    #[error("data plane stopped")]
+    Stopped(OutFrame),
+}
+
+/// The control thread's handle on the running data plane.
+pub struct EngineHandle {
+    inboxes: Vec<MailboxSender<CoreMsg>>,
+    events: MailboxReceiver<EngineEvent>,
+    metrics: Vec<Arc<CoreMetrics>>,
+    local_addr: SocketAddr,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    node_id: u64,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("node_id", &self.node_id)
+            .field("cores", &self.inboxes.len())
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// Where the engine listens (the actual port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Per-core counters.
+    pub fn metrics(&self) -> &[Arc<CoreMetrics>] {
+        &self.metrics
+    }
+
+    /// Events from the cores (deliveries, control frames, peers up and down).
+    pub fn events(&self) -> &MailboxReceiver<EngineEvent> {
+        &self.events
+    }
+
+    /// Publishes a new route snapshot to every core.
+    pub fn publish_routes(&self, routes: &RouteSnapshot) {
+        for inbox in &self.inboxes {
+            // A full inbox delays the snapshot; the next publication supersedes it anyway,
+            // so post with a short retry.
+            let mut msg = CoreMsg::Routes(routes.clone());
+            for _ in 0..1000 {
+                match inbox.post(msg) {
+                    Err(MailboxError::Full(m)) => {
+                        msg = m;
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    Ok(()) | Err(MailboxError::Closed(_)) => break,
+                }
+            }
+        }
+    }
+
+    /// Hands a frame this node originates to the data plane, which routes it. The core is
+    /// chosen by destination so one destination's frames keep their order.
+    pub fn submit(&self, frame: OutFrame) -> Result<(), SubmitError> {
+        let dst = frame.header().dst_node.get();
+        let core = usize::try_from(dst % self.inboxes.len() as u64).unwrap_or(0);
+        match self.inboxes[core].post(CoreMsg::Originate(frame)) {
+            Ok(()) => Ok(()),
+            Err(MailboxError::Full(CoreMsg::Originate(f))) => Err(SubmitError::Busy(f)),
+            Err(MailboxError::Closed(CoreMsg::Originate(f))) => Err(SubmitError::Stopped(f)),
+            Err(_) => unreachable!("the message posted is an Originate"),
+        }
+    }
+
+    /// Sends a frame to a neighbour directly (control frames such as LSAs).
+    pub fn send_to_peer(&self, peer: u64, frame: OutFrame) -> Result<(), SubmitError> {
+        // The owning core is not known here; core 0 forwards it to the owner.
+        match self.inboxes[0].post(CoreMsg::ToPeer {
+            peer,
+            item: crate::queue::OutItem::Local(frame),
+        }) {
+            Ok(()) => Ok(()),
+            Err(MailboxError::Full(CoreMsg::ToPeer {
+                item: crate::queue::OutItem::Local(f),
+                ..
+            })) => Err(SubmitError::Busy(f)),
+            Err(MailboxError::Closed(CoreMsg::ToPeer {
+                item: crate::queue::OutItem::Local(f),
+                ..
+            })) => Err(SubmitError::Stopped(f)),
+            Err(_) => unreachable!("the message posted is a local ToPeer"),
+        }
+    }
+
+    /// Asks the engine to dial `addr` and keep a session with it.
+    pub fn connect(&self, addr: SocketAddr) {
+        let core = addr.port() as usize % self.inboxes.len();
+        let _ = self.inboxes[core].post(CoreMsg::Connect(addr));
+    }
+
+    /// Stops: every session sends CLOSE(shutdown), then the executors end. Waits for them.
+    pub fn shutdown(self) {
+        for inbox in &self.inboxes {
+            let _ = inbox.post(CoreMsg::Shutdown);
+        }
+        for t in self.threads {
+            if let Err(e) = t.join() {
+                warn!(error = %e, "executor ended with an error");
+            }
+        }
+    }
+}
+
+/// Starts the data plane with `routes` as the first snapshot.
+pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, EngineError> {
+    if cfg.node_id == 0 {
+        return Err(EngineError::Config("node_id must not be 0".into()));
+    }
+    if cfg.cores == 0 {
+        return Err(EngineError::Config("cores must be at least 1".into()));
+    }
+    let cfg = Arc::new(cfg);
+    let n = cfg.cores;
+    let mut inbox_tx = Vec::with_capacity(n);
+    let mut inbox_rx = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = mailbox(cfg.mailbox_capacity);
+        inbox_tx.push(tx);
+        inbox_rx.push(rx);
+    }
+    let (events_tx, events_rx) = mailbox(cfg.mailbox_capacity);
+    let metrics: Vec<Arc<CoreMetrics>> = (0..n).map(|_| Arc::new(CoreMetrics::default())).collect();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+    let mut threads = Vec::with_capacity(n);
+    let mut listen_addr = cfg.listen;
+    for (id, rx) in inbox_rx.into_iter().enumerate() {
+        let placement = match cfg.placement {
+            Placement::Unbound => glommio::Placement::Unbound,
+            Placement::Pinned { first_cpu } => glommio::Placement::Fixed(first_cpu + id),
+        };
+        let core_cfg = cfg.clone();
+        let inboxes = inbox_tx.clone();
+        let events = events_tx.clone();
+        let m = metrics[id].clone();
+        let routes = routes.clone();
+        let addr_tx = addr_tx.clone();
+        let bind = listen_addr;
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("mesh-core-{id}"))
+            .io_memory(cfg.io_memory);
+        let handle = builder
+            .spawn(move || async move {
+                let core = Rc::new(Core::new(id, core_cfg, routes, inboxes, events, m));
+                run_core(core, rx, bind, addr_tx).await;
+            })
+            .map_err(|e| EngineError::Executor {
+                core: id,
+                detail: e.to_string(),
+            })?;
+        // Core 0 binds first; with port 0 the others must bind the port it got.
+        match addr_rx.recv() {
+            Ok(Ok(addr)) => listen_addr = addr,
+            Ok(Err(detail)) => {
+                return Err(EngineError::Listen {
+                    addr: listen_addr,
+                    detail,
+                });
+            }
+            Err(_) => {
+                return Err(EngineError::Executor {
+                    core: id,
+                    detail: "executor ended before binding".into(),
+                });
+            }
+        }
+        threads.push(handle);
+    }
+    let handle = EngineHandle {
+        inboxes: inbox_tx,
+        events: events_rx,
+        metrics,
+        local_addr: listen_addr,
+        threads,
+        node_id: cfg.node_id,
+    };
+    for addr in &cfg.connect {
+        handle.connect(*addr);
+    }
+    Ok(handle)
+}
+
+async fn run_core(
+    core: Rc<Core>,
+    inbox: MailboxReceiver<CoreMsg>,
+    bind: SocketAddr,
+    addr_tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+) {
+    let listener = match TcpListener::bind(bind) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = addr_tx.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(bind);
+    let _ = addr_tx.send(Ok(local));
+    info!(core = core.id, addr = %local, "listening");
+    let admission = Rc::new(std::cell::RefCell::new(Admission::new(AdmissionConfig {
+        max_sessions: core.cfg.max_sessions.div_ceil(core.cfg.cores),
+        max_half_open: core.cfg.max_half_open.div_ceil(core.cfg.cores),
+    })));
+    let accept = glommio::spawn_local(accept_loop(core.clone(), listener, admission.clone()));
+    loop {
+        let Some(msg) = inbox.recv().await else { break };
+        match msg {
+            CoreMsg::ToPeer { peer, item } => core.to_peer(peer, item),
+            CoreMsg::Originate(frame) => core.originate(frame),
+            CoreMsg::Routes(r) => core.set_routes(r),
+            CoreMsg::PeerUp {
+                peer,
+                core: c,
+                side,
+                session,
+            } => core.remote_up(peer, c, side, session),
+            CoreMsg::PeerDown {
+                peer,
+                core: c,
+                session,
+            } => core.remote_down(peer, c, session),
+            CoreMsg::Connect(addr) => {
+                glommio::spawn_local(dial_loop(core.clone(), addr, admission.clone())).detach();
+            }
+            CoreMsg::Shutdown => break,
+        }
+    }
+    core.shutting_down.set(true);
+    core.close_all(CloseReason::Shutdown);
+    drop(accept.cancel());
+    // Give sessions a moment to send their CLOSE and flush.
+    for _ in 0..50 {
+        if CoreMetrics::get(&core.metrics.sessions_open) == 0 {
+            break;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn accept_loop(
+    core: Rc<Core>,
+    listener: TcpListener,
+    admission: Rc<std::cell::RefCell<Admission>>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(core = core.id, error = %e, "accept failed");
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if core.shutting_down.get() {
+            return;
+        }
+        let ticket = admission.borrow_mut().try_admit();
+        let ticket = match ticket {
+            Ok(t) => t,
+            Err(e) => {
+                CoreMetrics::add(&core.metrics.admission_refused, 1);
+                debug!(core = core.id, error = %e, "connection refused at admission");
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let core2 = core.clone();
+        let adm = admission.clone();
+        glommio::spawn_local(async move {
+            let out = run_connection(
+                core2.clone(),
+                Transport::Plain(stream),
+                Side::Acceptor,
+                None,
+                ChannelSecurity::Plain,
+                nonce(),
+            )
+            .await;
+            debug!(core = core2.id, peer = ?out.peer.map(|p| p.node_id), reason = ?out.reason, "inbound session ended");
+            adm.borrow_mut().release(ticket);
+        })
+        .detach();
+    }
+}
+
+async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::RefCell<Admission>>) {
+    let seed = core.node_id() ^ u64::from(addr.port()) << 32;
+    let mut backoff = Backoff::new(BackoffConfig::default(), seed);
+    while !core.shutting_down.get() {
+        let connected = TcpStream::connect_timeout(addr, Duration::from_secs(2)).await;
+        match connected {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let ticket = admission.borrow_mut().try_admit();
+                if let Ok(ticket) = ticket {
+                    let out = run_connection(
+                        core.clone(),
+                        Transport::Plain(stream),
+                        Side::Initiator,
+                        None,
+                        ChannelSecurity::Plain,
+                        nonce(),
+                    )
+                    .await;
+                    admission.borrow_mut().release(ticket);
+                    if out.peer.is_some() {
+                        backoff.reset();
+                    }
+                    debug!(core = core.id, %addr, reason = ?out.reason, "outbound session ended");
+                    if let (CloseReason::DuplicateSession, Some(peer)) = (out.reason, &out.peer) {
+                        // The other session with this peer is the one both sides keep: dial
+                        // again only once it is gone.
+                        while core.has_session(peer.node_id) && !core.shutting_down.get() {
+                            sleep(Duration::from_millis(200)).await;
+                        }
+                        continue;
+                    }
+                }
+            }
+            Err(e) => debug!(core = core.id, %addr, error = %e, "connect failed"),
+        }
+        if core.shutting_down.get() {
+            break;
+        }
+        let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
+        sleep(delay).await;
+    }
+}
+
+/// 32 fresh bytes from the OS CSPRNG for a HELLO nonce.
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut n) {
+        // Without OS randomness the nonce only loses its freshness, not safety: the TLS exporter
+        // still binds signatures to the connection.
+        warn!(error = %e, "getrandom failed; HELLO nonce is not random");
+    }
+    n
+}

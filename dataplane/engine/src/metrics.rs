@@ -1,0 +1,102 @@
+//! Per-core counters, written by one core with relaxed atomics (no contention: each core has
+//! its own block) and read by the control thread for the Prometheus endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a frame was dropped on this core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// TTL reached its end.
+    TtlExpired,
+    /// No route to the destination.
+    NoRoute,
+    /// The next hop's queue was full and the frame could not wait.
+    QueueFull,
+    /// The next hop's session went away with the frame queued.
+    SessionClosed,
+    /// The control thread's mailbox was full.
+    ControlBusy,
+}
+
+impl DropReason {
+    /// Every reason, for exporting.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::TtlExpired,
+        DropReason::NoRoute,
+        DropReason::QueueFull,
+        DropReason::SessionClosed,
+        DropReason::ControlBusy,
+    ];
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::NoRoute => "no_route",
+            DropReason::QueueFull => "queue_full",
+            DropReason::SessionClosed => "session_closed",
+            DropReason::ControlBusy => "control_busy",
+        }
+    }
+}
+
+/// Counters of one core.
+#[derive(Debug, Default)]
+pub struct CoreMetrics {
+    /// Frames read from peers.
+    pub frames_in: AtomicU64,
+    /// Bytes read from peers.
+    pub bytes_in: AtomicU64,
+    /// Frames written to peers.
+    pub frames_out: AtomicU64,
+    /// Bytes written to peers.
+    pub bytes_out: AtomicU64,
+    /// Frames forwarded to another node.
+    pub forwarded: AtomicU64,
+    /// Frames handed to another core.
+    pub cross_core: AtomicU64,
+    /// Frames delivered to this node.
+    pub delivered_local: AtomicU64,
+    /// Received bytes copied by mesh code on the way through this node: a partly received frame
+    /// carried into a new buffer when a read buffer fills (plain TCP); payloads themselves are
+    /// never copied when forwarded.
+    pub forward_bytes_copied: AtomicU64,
+    /// Drops, indexed like [`DropReason::ALL`].
+    pub dropped: [AtomicU64; 5],
+    /// Sessions established.
+    pub sessions_established: AtomicU64,
+    /// Sessions currently open (established or handshaking).
+    pub sessions_open: AtomicU64,
+    /// Connections refused at admission.
+    pub admission_refused: AtomicU64,
+    /// Sessions closed because of a protocol error from the peer.
+    pub protocol_errors: AtomicU64,
+    /// Handshakes that failed (any reason).
+    pub handshake_failures: AtomicU64,
+}
+
+impl CoreMetrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge.
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Counts a drop.
+    pub fn count_drop(&self, reason: DropReason) {
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.dropped[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
