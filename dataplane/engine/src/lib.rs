@@ -8,7 +8,7 @@
 //! - [`queue`]: bounded per-peer outbound queues of whole frames, written vectored;
 //! - [`transport`]: plain TCP (and TLS) under a session;
 //! - [`routes`]: the route-snapshot interface the control plane publishes through;
-//! - [`mailbox`]: crossbeam queues with wakers between the control thread and the cores;
+//! - [`mod@mailbox`]: crossbeam queues with wakers between the control thread and the cores;
 //! - [`metrics`]: per-core counters.
 //!
 //! glommio stays inside this crate (executors, sockets, timers): the protocol crates it drives

@@ -1,0 +1,315 @@
+//! Node configuration: command-line flags (SPEC §7) and a TOML file with the same keys.
+//!
+//! Precedence: a flag given on the command line wins over the file, which wins over the
+//! embedded defaults. Every value is checked before anything starts, and a bad one is an error
+//! that names the key and says what is allowed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// How executors are placed on CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementArg {
+    /// One executor per CPU, pinned (production: one node per machine).
+    Pinned,
+    /// Executors float (several nodes on one machine, tests).
+    Unbound,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The flags of `mesh` (running a node). All optional here; [`NodeConfig::resolve`] applies the
+/// file and the defaults and checks the result.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeArgs {
+    /// This node's id (non-zero).
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// This node's domain.
+    #[arg(long)]
+    pub domain: Option<u32>,
+    /// Address to listen on for peers.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// A peer to connect to (repeatable).
+    #[arg(long = "connect")]
+    #[serde(default)]
+    pub connect: Vec<SocketAddr>,
+    /// Number of data-plane cores.
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Executor placement: pinned to CPUs, or unbound (several nodes on one machine).
+    #[arg(long, value_enum)]
+    pub placement: Option<PlacementArg>,
+    /// Speak TLS 1.3 (X25519MLKEM768) with mutual authentication and ML-DSA HELLO signatures.
+    #[arg(long)]
+    #[serde(default)]
+    pub tls: bool,
+    /// Refuse peers that do not use TLS.
+    #[arg(long)]
+    #[serde(default)]
+    pub require_tls: bool,
+    /// This node's certificate (PEM), issued by the mesh CA.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// The private key of `--cert` (PEM).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The mesh CA certificate (PEM).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// This node's ML-DSA-65 private key (PKCS#8 PEM).
+    #[arg(long)]
+    pub pq_key: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (`/metrics`).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Keepalive interval in milliseconds (a peer is dead after three silent intervals).
+    #[arg(long)]
+    pub keepalive_ms: Option<u64>,
+}
+
+/// A complete, checked node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node id.
+    pub node_id: u64,
+    /// Domain.
+    pub domain: u32,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Peers to dial.
+    pub connect: Vec<SocketAddr>,
+    /// Cores.
+    pub cores: usize,
+    /// Placement.
+    pub placement: PlacementArg,
+    /// TLS files, when TLS is on.
+    pub tls: Option<TlsFiles>,
+    /// Refuse plain peers.
+    pub require_tls: bool,
+    /// Metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Keepalive interval.
+    pub keepalive_ms: u64,
+}
+
+/// The files TLS needs.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Node certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Mesh CA certificate.
+    pub ca: PathBuf,
+    /// ML-DSA-65 key.
+    pub pq_key: PathBuf,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What toml said (names the key).
+        message: String,
+    },
+    /// A value is out of range or missing.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// Embedded defaults: node 1 in domain 1 on 127.0.0.1:7001, one unbound core, plain TCP.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
+
+impl NodeArgs {
+    /// Reads a TOML file with the same keys as the flags (kebab-case).
+    pub fn from_file(path: &Path) -> Result<NodeArgs, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `self` with every unset field taken from `file`.
+    #[must_use]
+    pub fn over(self, file: NodeArgs) -> NodeArgs {
+        NodeArgs {
+            node_id: self.node_id.or(file.node_id),
+            domain: self.domain.or(file.domain),
+            listen: self.listen.or(file.listen),
+            connect: if self.connect.is_empty() {
+                file.connect
+            } else {
+                self.connect
+            },
+            cores: self.cores.or(file.cores),
+            placement: self.placement.or(file.placement),
+            tls: self.tls || file.tls,
+            require_tls: self.require_tls || file.require_tls,
+            cert: self.cert.or(file.cert),
+            key: self.key.or(file.key),
+            ca: self.ca.or(file.ca),
+            pq_key: self.pq_key.or(file.pq_key),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            log_format: self.log_format.or(file.log_format),
+            keepalive_ms: self.keepalive_ms.or(file.keepalive_ms),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Applies defaults and checks every value.
+    pub fn resolve(args: NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let node_id = args.node_id.unwrap_or(1);
+        if node_id == 0 {
+            return Err(ConfigError::Invalid {
+                key: "node-id",
+                message: "must be a non-zero 64-bit integer".into(),
+            });
+        }
+        let cores = args.cores.unwrap_or(1);
+        let online = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let placement = args.placement.unwrap_or(PlacementArg::Unbound);
+        if cores == 0 || cores > 256 {
+            return Err(ConfigError::Invalid {
+                key: "cores",
+                message: format!("{cores} is outside 1..=256"),
+            });
+        }
+        if placement == PlacementArg::Pinned && cores > online {
+            return Err(ConfigError::Invalid {
+                key: "cores",
+                message: format!(
+                    "{cores} pinned cores requested but this machine has {online} CPUs; use fewer cores or --placement unbound"
+                ),
+            });
+        }
+        let tls = if args.tls {
+            let need = |key: &'static str, v: Option<PathBuf>| {
+                v.ok_or(ConfigError::Invalid {
+                    key,
+                    message: "required with --tls (make them with `mesh certs`)".into(),
+                })
+            };
+            Some(TlsFiles {
+                cert: need("cert", args.cert)?,
+                key: need("key", args.key)?,
+                ca: need("ca", args.ca)?,
+                pq_key: need("pq-key", args.pq_key)?,
+            })
+        } else {
+            None
+        };
+        if args.require_tls && tls.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "require-tls",
+                message: "needs --tls: a node that refuses plain peers must speak TLS itself"
+                    .into(),
+            });
+        }
+        let keepalive_ms = args.keepalive_ms.unwrap_or(300);
+        if !(100..=600_000).contains(&keepalive_ms) {
+            return Err(ConfigError::Invalid {
+                key: "keepalive-ms",
+                message: format!("{keepalive_ms} is outside 100..=600000"),
+            });
+        }
+        Ok(NodeConfig {
+            node_id,
+            domain: args.domain.unwrap_or(1),
+            listen: args
+                .listen
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!())),
+            connect: args.connect,
+            cores,
+            placement,
+            tls,
+            require_tls: args.require_tls,
+            metrics_listen: args.metrics_listen,
+            log_format: args.log_format.unwrap_or_default(),
+            keepalive_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: NodeArgs = toml::from_str(
+            "node-id = 7\ndomain = 3\nconnect = [\"127.0.0.1:9000\"]\nkeepalive-ms = 1000\n",
+        )
+        .unwrap();
+        let flags = NodeArgs {
+            node_id: Some(9),
+            ..NodeArgs::default()
+        };
+        let c = NodeConfig::resolve(flags.over(file)).unwrap();
+        assert_eq!(c.node_id, 9);
+        assert_eq!(c.domain, 3);
+        assert_eq!(c.connect, vec!["127.0.0.1:9000".parse().unwrap()]);
+        assert_eq!(c.keepalive_ms, 1000);
+        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = NodeConfig::resolve(NodeArgs {
+            node_id: Some(0),
+            ..NodeArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("node-id:"), "{e}");
+        let e = NodeConfig::resolve(NodeArgs {
+            tls: true,
+            ..NodeArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("cert:"), "{e}");
+        let e = toml::from_str::<NodeArgs>("nodeid = 1").unwrap_err();
+        assert!(e.to_string().contains("nodeid"), "{e}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The mesh node: configuration, the control thread (link-state routing over the data plane),
+//! the metrics endpoint, and operator commands. The `mesh` binary is `src/main.rs`.
+
+pub mod certs;
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod node;

@@ -1,0 +1,93 @@
+//! `mesh`: runs a mesh node, or helps operate one (`mesh certs`).
+//!
+//! ```text
+//! mesh --node-id 1001 --listen 0.0.0.0:7001 --connect 10.0.0.2:7001
+//! mesh --config node.toml
+//! mesh certs --out certs --nodes 1,2,3 --host localhost
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mesh_node::config::{LogFormat, NodeArgs, NodeConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh",
+    version,
+    about = "mesh node: secure, high-performance mesh messaging"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A TOML file with the same keys as the flags (kebab-case); flags win.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make a mesh CA (or reuse the one in --out) and certificates plus ML-DSA-65 keys for nodes.
+    Certs(mesh_node::certs::CertsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Certs(args)) => {
+            init_logging(LogFormat::Text);
+            match mesh_node::certs::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mesh certs: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        None => {
+            let args = match &cli.config {
+                Some(path) => match NodeArgs::from_file(path) {
+                    Ok(file) => cli.node.over(file),
+                    Err(e) => {
+                        eprintln!("mesh: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => cli.node,
+            };
+            let cfg = match NodeConfig::resolve(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mesh: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(cfg.log_format);
+            match mesh_node::node::run(&cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("mesh: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
