@@ -4,25 +4,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mesh_engine::{EngineConfig, Placement, RouteSnapshot, StaticRoutes};
+use mesh_engine::{EngineConfig, Placement, RouteSnapshot, StaticRoutes, TlsContext};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{NodeConfig, PlacementArg};
+use crate::config::{NodeConfig, PlacementArg, TlsFiles};
 use crate::control::{self, ControlMetrics};
 use crate::metrics;
 
 /// Runs the node described by `cfg` until it is told to stop.
 pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
-    if cfg.tls.is_some() {
-        anyhow::bail!(
-            "--tls: the data plane's TLS transport is not wired into this build yet; run without --tls"
+    let tls = if let Some(files) = &cfg.tls {
+        Some(load_tls(cfg.node_id, files)?)
+    } else {
+        warn!(
+            "TLS is off: this node speaks plain TCP to its peers (start it with --tls to encrypt and authenticate)"
         );
-    }
-    warn!(
-        "TLS is off: this node speaks plain TCP to its peers (start it with --tls to encrypt and authenticate)"
-    );
+        None
+    };
     let mut ecfg = EngineConfig::new(cfg.node_id, cfg.domain, cfg.listen);
+    ecfg.tls = tls;
     ecfg.connect.clone_from(&cfg.connect);
     ecfg.cores = cfg.cores;
     ecfg.placement = match cfg.placement {
@@ -86,6 +87,30 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
     }
     info!("node stopped");
     Ok(())
+}
+
+/// Loads this node's certificate, keys and the mesh CA, and checks the certificate names this
+/// node.
+fn load_tls(node_id: u64, files: &TlsFiles) -> anyhow::Result<TlsContext> {
+    let identity = mesh_tls::load_node_identity(&files.cert, &files.key, &files.pq_key)
+        .context("loading --cert / --key / --pq-key")?;
+    if identity.node_id().get() != node_id {
+        anyhow::bail!(
+            "--cert names node {} but this is node {node_id}: the certificate's node id must match --node-id",
+            identity.node_id()
+        );
+    }
+    let ca = mesh_tls::load_ca_certificate(&files.ca).context("loading --ca")?;
+    let config =
+        mesh_tls::MeshTlsConfig::new(&identity, &ca).context("building the TLS configuration")?;
+    info!(
+        node = node_id,
+        "TLS 1.3 on (X25519MLKEM768, mutual authentication, ML-DSA-65 HELLO signatures)"
+    );
+    Ok(TlsContext {
+        config,
+        identity: Arc::new(identity),
+    })
 }
 
 async fn wait_for_signal() {

@@ -8,7 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Node {
@@ -55,7 +59,11 @@ impl Node {
     fn stop(&mut self) {
         let mut child = self.child.take().expect("running");
         let pid = i32::try_from(child.id()).unwrap();
-        let rc = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        let rc = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         assert!(rc.success());
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -71,12 +79,19 @@ impl Node {
     fn metric(&self, name: &str) -> Option<u64> {
         let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(1)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
         body.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-            .map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<u64>().unwrap_or(0))
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
             .reduce(|a, b| a + b)
     }
 
@@ -124,7 +139,10 @@ fn a_line_converges_loses_its_middle_and_heals() {
     b.stop();
     let down_a = a.wait_metric("mesh_route_entries", 0, t);
     c.wait_metric("mesh_route_entries", 0, t);
-    assert!(down_a < Duration::from_secs(2), "routes withdrawn in {down_a:?}");
+    assert!(
+        down_a < Duration::from_secs(2),
+        "routes withdrawn in {down_a:?}"
+    );
     eprintln!("routes withdrawn after {down_a:?}");
 
     // Restart B on the same address: A redials with backoff, B dials C; routes come back.
@@ -171,8 +189,19 @@ fn certs_writes_a_ca_and_node_files() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["ca.pem", "ca.key", "node-1.pem", "node-1.key", "node-1.mldsa", "node-2.pem"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "node-1.pem",
+        "node-1.key",
+        "node-1.mldsa",
+        "node-2.pem",
+    ] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
     }
     // Existing files are never overwritten.

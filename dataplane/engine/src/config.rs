@@ -39,6 +39,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Bounds of each peer's outbound queue.
     pub queue: QueueLimits,
+    /// TLS for peer links; `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsContext>,
     /// Refuse peers that do not use TLS.
     pub require_tls: bool,
     /// Handshake deadline.
@@ -68,6 +70,7 @@ impl EngineConfig {
             placement: Placement::Unbound,
             limits: Limits::default(),
             queue: QueueLimits::default(),
+            tls: None,
             require_tls: false,
             handshake_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_millis(300),

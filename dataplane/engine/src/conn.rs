@@ -338,6 +338,9 @@ impl Conn {
                     }
                     self.session.note_received(now);
                     CoreMetrics::add(&self.core.metrics.bytes_in, n as u64);
+                    if self.transport.copies_reads() {
+                        CoreMetrics::add(&self.core.metrics.forward_bytes_copied, n as u64);
+                    }
                     if !self.handle_frames(cx, now) {
                         return true;
                     }

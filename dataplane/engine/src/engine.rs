@@ -332,12 +332,16 @@ async fn accept_loop(
         let core2 = core.clone();
         let adm = admission.clone();
         glommio::spawn_local(async move {
+            let Some((transport, security)) = secure(&core2, stream, Side::Acceptor).await else {
+                adm.borrow_mut().release(ticket);
+                return;
+            };
             let out = run_connection(
                 core2.clone(),
-                Transport::Plain(stream),
+                transport,
                 Side::Acceptor,
                 None,
-                ChannelSecurity::Plain,
+                security,
                 nonce(),
             )
             .await;
@@ -358,12 +362,19 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
                 let _ = stream.set_nodelay(true);
                 let ticket = admission.borrow_mut().try_admit();
                 if let Ok(ticket) = ticket {
+                    let Some((transport, security)) = secure(&core, stream, Side::Initiator).await
+                    else {
+                        admission.borrow_mut().release(ticket);
+                        let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
+                        sleep(delay).await;
+                        continue;
+                    };
                     let out = run_connection(
                         core.clone(),
-                        Transport::Plain(stream),
+                        transport,
                         Side::Initiator,
                         None,
-                        ChannelSecurity::Plain,
+                        security,
                         nonce(),
                     )
                     .await;
@@ -389,6 +400,38 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
         }
         let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
         sleep(delay).await;
+    }
+}
+
+/// Secures a fresh connection: TLS when configured (a TLS node still answers a plain peer, so
+/// that it can allow it or refuse it with CLOSE `TlsRequired`), plain TCP otherwise. `None` when
+/// the TLS handshake failed (logged and counted).
+async fn secure(
+    core: &Core,
+    stream: TcpStream,
+    side: Side,
+) -> Option<(Transport, ChannelSecurity)> {
+    let Some(tls) = &core.cfg.tls else {
+        return Some((Transport::Plain(stream), ChannelSecurity::Plain));
+    };
+    if side == Side::Acceptor {
+        // A TLS ClientHello starts with 0x16; a plain mesh peer starts with its HELLO ("MS").
+        let mut first = [0u8; 2];
+        let peeked = glommio::timer::timeout(core.cfg.handshake_timeout, async {
+            stream.peek(&mut first).await
+        })
+        .await;
+        if matches!(peeked, Ok(n) if n >= 1 && first[0] == mesh_wire::MAGIC[0]) {
+            return Some((Transport::Plain(stream), ChannelSecurity::Plain));
+        }
+    }
+    match crate::tls::handshake(tls, stream, side, core.cfg.handshake_timeout).await {
+        Ok((s, security)) => Some((Transport::Tls(Box::new(s)), security)),
+        Err(e) => {
+            CoreMetrics::add(&core.metrics.handshake_failures, 1);
+            warn!(core = core.id, ?side, error = %e, "TLS handshake refused");
+            None
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod queue;
 pub mod routes;
+pub mod tls;
 pub mod transport;
 
 pub use config::{EngineConfig, Placement};
@@ -31,3 +32,4 @@ pub use mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 pub use metrics::{CoreMetrics, DropReason};
 pub use queue::{OutItem, PeerQueue, QueueLimits};
 pub use routes::{RouteLookup, RouteSnapshot, StaticRoutes, ecmp_pick};
+pub use tls::{TlsContext, TlsHandshakeError};

@@ -22,6 +22,8 @@ pub const MAX_IOV: usize = 512;
 pub enum Transport {
     /// Plain TCP (a node started without `--tls`).
     Plain(TcpStream),
+    /// TLS 1.3 over TCP.
+    Tls(Box<mesh_tls::TlsStream<TcpStream>>),
 }
 
 impl Transport {
@@ -29,7 +31,14 @@ impl Transport {
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
+    }
+
+    /// Whether received bytes are copied on their way to the decoder (TLS decrypts into its own
+    /// buffer first; plain TCP reads straight into the decoder's).
+    pub fn copies_reads(&self) -> bool {
+        matches!(self, Transport::Tls(_))
     }
 
     /// Writes queued frames until the queue is empty (`Ready(Ok(total))`) or the socket is
@@ -42,9 +51,32 @@ impl Transport {
         let mut total = 0;
         loop {
             if queue.is_empty() {
+                if let Transport::Tls(s) = self {
+                    // Records rustls already made must reach the socket too.
+                    match Pin::new(&mut **s).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
                 return Poll::Ready(Ok(total));
             }
             match self {
+                Transport::Tls(s) => {
+                    // Plaintext is copied into TLS records (encryption); many frames per batch.
+                    let r = queue.write_with(MAX_IOV, |slices| {
+                        match Pin::new(&mut **s).poll_write_vectored(cx, slices) {
+                            Poll::Ready(r) => r,
+                            Poll::Pending => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                        }
+                    });
+                    match r {
+                        Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                        Ok(n) => total += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
                 Transport::Plain(s) => {
                     let fd = s.as_raw_fd();
                     let r = queue.write_with(MAX_IOV, |slices| match sendmsg(fd, slices) {
@@ -76,6 +108,7 @@ impl Transport {
     pub fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_close(cx),
         }
     }
 }
