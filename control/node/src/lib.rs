@@ -2,6 +2,7 @@
 //! the metrics endpoint, and operator commands. The `mesh` binary is `src/main.rs`.
 
 pub mod certs;
+pub mod client_cmd;
 pub mod config;
 pub mod control;
 pub mod metrics;

@@ -32,6 +32,10 @@ struct Cli {
 enum Command {
     /// Make a mesh CA (or reuse the one in --out) and certificates plus ML-DSA-65 keys for nodes.
     Certs(mesh_node::certs::CertsArgs),
+    /// Send a message through a local node (native client).
+    Send(mesh_node::client_cmd::SendArgs),
+    /// Print the messages addressed to a local node (native client).
+    Subscribe(mesh_node::client_cmd::SubscribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,10 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Some(Command::Send(args)) => report("send", mesh_node::client_cmd::send(&args)),
+        Some(Command::Subscribe(args)) => {
+            report("subscribe", mesh_node::client_cmd::subscribe(&args))
         }
         None => {
             let args = match &cli.config {
@@ -74,6 +82,16 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn report(what: &str, r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh {what}: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use glommio::timer::Timer;
-use mesh_session::{ChannelSecurity, PeerInfo, Session, SessionConfig, SessionEvent, Side};
+use mesh_session::{
+    Capabilities, ChannelSecurity, PeerInfo, Role, Session, SessionConfig, SessionEvent, Side,
+};
 use mesh_wire::{CloseReason, Decoder, Frame, FrameKind};
 use tracing::{debug, info, warn};
 
@@ -25,6 +27,8 @@ use crate::transport::Transport;
 
 /// Reads per poll before the task yields to its neighbours.
 const READS_PER_POLL: usize = 16;
+/// Chunked messages one client may have in progress at once.
+const MAX_CLIENT_CHUNKED: usize = 64;
 /// How long a frame waits before retrying a full inbox or control mailbox.
 const RETRY_DELAY: Duration = Duration::from_micros(200);
 
@@ -41,6 +45,7 @@ pub struct ConnOutcome {
 pub(crate) fn session_config(core: &Core) -> SessionConfig {
     let cfg = &core.cfg;
     let mut s = SessionConfig::new(cfg.node_id, cfg.domain_id);
+    s.capabilities = Capabilities::CHUNKING | Capabilities::SUBSCRIBE;
     s.limits = cfg.limits;
     s.keepalive_interval = cfg.keepalive_interval;
     s.handshake_timeout = cfg.handshake_timeout;
@@ -56,16 +61,15 @@ pub(crate) async fn run_connection(
     expected_peer: Option<u64>,
     security: ChannelSecurity,
     nonce: [u8; 32],
+    plain_client_only: bool,
 ) -> ConnOutcome {
     let now = Instant::now();
-    let session = match Session::new(
-        session_config(&core),
-        side,
-        expected_peer,
-        security,
-        nonce,
-        now,
-    ) {
+    let mut config = session_config(&core);
+    if plain_client_only {
+        // Checked at `Established`: only a client may stay on this plain connection.
+        config.require_tls = false;
+    }
+    let session = match Session::new(config, side, expected_peer, security, nonce, now) {
         Ok(s) => s,
         Err(e) => {
             warn!(core = core.id, error = %e, "invalid session configuration");
@@ -87,6 +91,9 @@ pub(crate) async fn run_connection(
         side,
         peer: None,
         registered: false,
+        subscriber: false,
+        client_chunks: Vec::new(),
+        plain_client_only,
         stalled: None,
         timer: None,
         reason: None,
@@ -98,6 +105,9 @@ pub(crate) async fn run_connection(
     conn.finish()
 }
 
+// Four independent facts about one connection (registered, subscriber, plain-client-only,
+// EOF); an enum would couple states that change separately.
+#[allow(clippy::struct_excessive_bools)]
 struct Conn {
     id: u64,
     core: Rc<Core>,
@@ -109,6 +119,12 @@ struct Conn {
     side: Side,
     peer: Option<PeerInfo>,
     registered: bool,
+    /// Whether this is a native client receiving the node's deliveries.
+    subscriber: bool,
+    /// Chunked messages of a native client in progress: (client msg_id, node msg_id).
+    client_chunks: Vec<(u64, u64)>,
+    /// Plain connection under `require_tls`, allowed only because it is a local client.
+    plain_client_only: bool,
     /// A routed frame waiting for room at its next hop.
     stalled: Option<Stalled>,
     timer: Option<(Instant, Timer)>,
@@ -160,6 +176,13 @@ impl Conn {
                 // Reads wait until the stalled frame found room.
                 self.arm_timer(cx);
                 return Poll::Pending;
+            }
+            // Whole frames may still sit in the decoder from before a stall: handle them before
+            // reading more (the peer may have nothing more to send).
+            if !self.handle_frames(cx, now) {
+                self.pump_session();
+                self.arm_timer(cx);
+                continue;
             }
             let progressed = self.poll_reads(cx, now);
             self.pump_session();
@@ -253,6 +276,33 @@ impl Conn {
 
     fn established(&mut self, peer: PeerInfo) {
         self.decoder.set_limits(peer.limits);
+        if self.plain_client_only && peer.role != Role::Client {
+            warn!(
+                core = self.core.id,
+                peer = peer.node_id,
+                "plain-TCP node refused: this node requires TLS"
+            );
+            self.session.close(CloseReason::TlsRequired, Instant::now());
+            self.peer = Some(peer);
+            return;
+        }
+        if peer.role == Role::Client {
+            // A native application: not a routing neighbour. It may subscribe to this node's
+            // deliveries; what it sends is stamped with this node's identity.
+            info!(
+                core = self.core.id,
+                client = peer.node_id,
+                subscribe = peer.capabilities.contains(Capabilities::SUBSCRIBE),
+                "client attached"
+            );
+            if peer.capabilities.contains(Capabilities::SUBSCRIBE) {
+                self.core.add_subscriber(self.id, self.queue.clone());
+                self.subscriber = true;
+            }
+            CoreMetrics::add(&self.core.metrics.sessions_established, 1);
+            self.peer = Some(peer);
+            return;
+        }
         let slot = SessionSlot {
             queue: self.queue.clone(),
             ctl: self.ctl.clone(),
@@ -293,12 +343,22 @@ impl Conn {
                 f
             }
         };
-        self.route(cx, frame)
+        self.route_again(cx, frame)
     }
 
     /// Routes one frame. Returns false when it stalled.
     fn route(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
-        match self.core.dispatch(frame) {
+        let d = self.core.dispatch(frame);
+        self.after_dispatch(cx, d)
+    }
+
+    fn route_again(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
+        let d = self.core.redispatch(frame);
+        self.after_dispatch(cx, d)
+    }
+
+    fn after_dispatch(&mut self, cx: &mut Context<'_>, d: Dispatch) -> bool {
+        match d {
             Dispatch::Done => true,
             Dispatch::Blocked(f, q) => {
                 q.wait_for_room(cx.waker());
@@ -365,7 +425,9 @@ impl Conn {
                 Ok(Some(frame)) => {
                     CoreMetrics::add(&self.core.metrics.frames_in, 1);
                     match self.session.handle_frame(frame, now) {
-                        Ok(None) => {}
+                        // Session-control frames can change who the peer is (HELLO): act on
+                        // the session's events before the next frame of the same read.
+                        Ok(None) => self.pump_session(),
                         Ok(Some(routed)) => {
                             if !self.handle_routed(cx, routed) {
                                 return false;
@@ -388,8 +450,31 @@ impl Conn {
         }
     }
 
-    fn handle_routed(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
+    fn handle_routed(&mut self, cx: &mut Context<'_>, mut frame: Frame<BytesMut>) -> bool {
         let from = self.peer.as_ref().map_or(0, |p| p.node_id);
+        if self.peer.as_ref().is_some_and(|p| p.role == Role::Client) {
+            if frame.kind() == FrameKind::Data {
+                let Some(id) = self.client_msg_id(&frame) else {
+                    self.session
+                        .close(CloseReason::FlowControlViolation, Instant::now());
+                    return false;
+                };
+                frame.set_origin(self.core.node_id(), self.core.cfg.domain_id, id);
+                return self.route(cx, frame);
+            }
+            // Acknowledgements and the like from an application go to the control thread.
+            if self
+                .core
+                .events
+                .post(EngineEvent::Control { from, frame })
+                .is_err()
+            {
+                self.core
+                    .metrics
+                    .count_drop(crate::metrics::DropReason::ControlBusy);
+            }
+            return true;
+        }
         match frame.kind() {
             FrameKind::Data | FrameKind::Delivered | FrameKind::Ack | FrameKind::Nack => {
                 self.route(cx, frame)
@@ -410,8 +495,48 @@ impl Conn {
         }
     }
 
+    /// The msg_id this node gives a client's frame: a fresh one per message, the same for every
+    /// chunk of one message (keyed by the client's own msg_id until its LAST_CHUNK).
+    fn client_msg_id(&mut self, frame: &Frame<BytesMut>) -> Option<u64> {
+        let flags = frame.flags();
+        if !flags.contains(mesh_wire::Flags::CHUNK) {
+            return Some(self.core.next_client_msg_id());
+        }
+        let client_id = frame.envelope().msg_id;
+        let known = self.client_chunks.iter().find(|(c, _)| *c == client_id);
+        let id = if let Some(&(_, id)) = known {
+            id
+        } else {
+            if self.client_chunks.len() >= MAX_CLIENT_CHUNKED {
+                warn!(
+                    core = self.core.id,
+                    "client interleaves too many chunked messages"
+                );
+                return None;
+            }
+            let id = self.core.next_client_msg_id();
+            self.client_chunks.push((client_id, id));
+            id
+        };
+        if flags.contains(mesh_wire::Flags::LAST_CHUNK) {
+            self.client_chunks.retain(|(c, _)| *c != client_id);
+        }
+        Some(id)
+    }
+
     fn finish(self) -> ConnOutcome {
         CoreMetrics::sub(&self.core.metrics.sessions_open, 1);
+        if self.subscriber {
+            self.core.remove_subscriber(self.id);
+            let left = self.queue.close();
+            if !left.is_empty() {
+                warn!(
+                    core = self.core.id,
+                    frames = left.len(),
+                    "deliveries left unread by a closed subscriber"
+                );
+            }
+        }
         let reason = self.reason.unwrap_or(CloseReason::Normal);
         if let Some(peer) = &self.peer
             && self.registered

@@ -70,6 +70,15 @@ pub enum CoreMsg {
     },
     /// Dial this address and keep the session up.
     Connect(SocketAddr),
+    /// A frame for this node, from a core without a native subscriber.
+    Deliver(Frame<BytesMut>),
+    /// Core `core` now has (or no longer has) native subscribers.
+    Subscribers {
+        /// The core.
+        core: usize,
+        /// Whether it has any.
+        present: bool,
+    },
     /// Drain every session and stop.
     Shutdown,
 }
@@ -146,6 +155,17 @@ impl SessionCtl {
     }
 }
 
+/// The outcome of queueing a frame built on this node for a neighbour.
+#[derive(Debug)]
+pub(crate) enum Push {
+    /// Queued, or dropped with its metric and event.
+    Done,
+    /// The neighbour's queue is at its bound: wait for room, then try again.
+    Wait(OutItem, Rc<PeerQueue>),
+    /// The owning core's inbox is full: try again shortly.
+    Later(OutItem),
+}
+
 /// The outcome of routing one frame.
 #[derive(Debug)]
 pub(crate) enum Dispatch {
@@ -171,6 +191,16 @@ pub(crate) struct Core {
     pub(crate) metrics: Arc<CoreMetrics>,
     next_session: Cell<u64>,
     pub(crate) shutting_down: Cell<bool>,
+    /// Native clients on this core that asked for this node's deliveries, oldest first.
+    subscribers: RefCell<Vec<(SessionId, Rc<PeerQueue>)>>,
+    /// Cores with at least one native subscriber (from announcements), for deliveries that
+    /// arrive on a core without one.
+    subscriber_cores: RefCell<Vec<usize>>,
+    /// msg_ids for frames of native clients: `base + n * cores + core`, where `base` comes from
+    /// the wall clock at start (ms << 20), so ids do not repeat across restarts at realistic
+    /// rates. (The WAL's durable reservations replace this with the storage layer.)
+    msg_id_base: u64,
+    msg_id_next: Cell<u64>,
 }
 
 impl Core {
@@ -195,11 +225,126 @@ impl Core {
             metrics,
             next_session: Cell::new(1),
             shutting_down: Cell::new(false),
+            subscribers: RefCell::new(Vec::new()),
+            subscriber_cores: RefCell::new(Vec::new()),
+            msg_id_base: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0) << 20),
+            msg_id_next: Cell::new(0),
         }
     }
 
     pub(crate) fn node_id(&self) -> u64 {
         self.cfg.node_id
+    }
+
+    /// A msg_id for a frame a native client sent through this node.
+    pub(crate) fn next_client_msg_id(&self) -> u64 {
+        let n = self.msg_id_next.get();
+        self.msg_id_next.set(n + 1);
+        self.msg_id_base
+            .wrapping_add(n.wrapping_mul(self.cfg.cores as u64))
+            .wrapping_add(self.id as u64)
+    }
+
+    /// A native client that subscribes to this node's deliveries attached on this core.
+    pub(crate) fn add_subscriber(&self, id: SessionId, queue: Rc<PeerQueue>) {
+        let mut subs = self.subscribers.borrow_mut();
+        let first = subs.is_empty();
+        subs.push((id, queue));
+        if first {
+            self.announce_subscribers(true);
+        }
+    }
+
+    /// A subscriber's session ended.
+    pub(crate) fn remove_subscriber(&self, id: SessionId) {
+        let mut subs = self.subscribers.borrow_mut();
+        let before = subs.len();
+        subs.retain(|(s, _)| *s != id);
+        if before > 0 && subs.is_empty() {
+            self.announce_subscribers(false);
+        }
+    }
+
+    fn announce_subscribers(&self, present: bool) {
+        for (core, inbox) in self.inboxes.iter().enumerate() {
+            if core != self.id {
+                let _ = inbox.post(CoreMsg::Subscribers {
+                    core: self.id,
+                    present,
+                });
+            }
+        }
+    }
+
+    /// Another core gained its first or lost its last subscriber.
+    pub(crate) fn remote_subscribers(&self, core: usize, present: bool) {
+        let mut cores = self.subscriber_cores.borrow_mut();
+        cores.retain(|c| *c != core);
+        if present {
+            cores.push(core);
+            cores.sort_unstable();
+        }
+    }
+
+    /// Delivers a frame addressed to this node: to the oldest native subscriber on this core,
+    /// else to a core that has one, else to the control thread.
+    fn deliver(&self, frame: Frame<BytesMut>) -> Dispatch {
+        let local = self.subscribers.borrow().first().map(|(_, q)| q.clone());
+        if let Some(q) = local {
+            return match q.push(OutItem::Forward(frame), false) {
+                Ok(()) => {
+                    CoreMetrics::add(&self.metrics.delivered_local, 1);
+                    Dispatch::Done
+                }
+                Err(OutItem::Forward(f)) if !q.is_closed() => Dispatch::Blocked(f, q),
+                Err(OutItem::Forward(f)) => self.deliver_to_control(f),
+                Err(OutItem::Local(_)) => Dispatch::Done,
+            };
+        }
+        let remote = self.subscriber_cores.borrow().first().copied();
+        if let Some(core) = remote {
+            return match self.inboxes[core].post(CoreMsg::Deliver(frame)) {
+                Ok(()) => {
+                    CoreMetrics::add(&self.metrics.cross_core, 1);
+                    Dispatch::Done
+                }
+                Err(MailboxError::Full(CoreMsg::Deliver(f))) => Dispatch::Retry(f),
+                Err(MailboxError::Closed(CoreMsg::Deliver(f))) => self.deliver_to_control(f),
+                Err(_) => Dispatch::Done,
+            };
+        }
+        self.deliver_to_control(frame)
+    }
+
+    fn deliver_to_control(&self, frame: Frame<BytesMut>) -> Dispatch {
+        match self.events.post(EngineEvent::Deliver(frame)) {
+            Ok(()) => {
+                CoreMetrics::add(&self.metrics.delivered_local, 1);
+                Dispatch::Done
+            }
+            Err(MailboxError::Full(EngineEvent::Deliver(f))) => Dispatch::Retry(f),
+            Err(_) => {
+                self.metrics.count_drop(DropReason::ControlBusy);
+                Dispatch::Done
+            }
+        }
+    }
+
+    /// A delivery handed over by another core: to a local subscriber if one is still here.
+    pub(crate) fn deliver_from_core(&self, frame: Frame<BytesMut>) {
+        let local = self.subscribers.borrow().first().map(|(_, q)| q.clone());
+        let frame = match local {
+            Some(q) => match q.push(OutItem::Forward(frame), true) {
+                Err(OutItem::Forward(f)) => f,
+                Ok(()) | Err(OutItem::Local(_)) => return,
+            },
+            None => frame,
+        };
+        if !matches!(self.deliver_to_control(frame), Dispatch::Done) {
+            self.metrics.count_drop(DropReason::ControlBusy);
+        }
     }
 
     pub(crate) fn new_session_id(&self) -> SessionId {
@@ -350,22 +495,21 @@ impl Core {
 
     /// Routes a frame received from a peer, or originated here. Takes ownership; nothing is
     /// copied on the way to the next hop.
-    pub(crate) fn dispatch(&self, mut frame: Frame<BytesMut>) -> Dispatch {
+    pub(crate) fn dispatch(&self, frame: Frame<BytesMut>) -> Dispatch {
+        self.dispatch_inner(frame, true)
+    }
+
+    /// Routes a frame that already waited once (its TTL was already decremented).
+    pub(crate) fn redispatch(&self, frame: Frame<BytesMut>) -> Dispatch {
+        self.dispatch_inner(frame, false)
+    }
+
+    fn dispatch_inner(&self, mut frame: Frame<BytesMut>, fresh: bool) -> Dispatch {
         let env = frame.envelope();
         if env.dst_node == self.node_id() {
-            return match self.events.post(EngineEvent::Deliver(frame)) {
-                Ok(()) => {
-                    CoreMetrics::add(&self.metrics.delivered_local, 1);
-                    Dispatch::Done
-                }
-                Err(MailboxError::Full(EngineEvent::Deliver(f))) => Dispatch::Retry(f),
-                Err(_) => {
-                    self.metrics.count_drop(DropReason::ControlBusy);
-                    Dispatch::Done
-                }
-            };
+            return self.deliver(frame);
         }
-        if frame.decrement_ttl().is_none() {
+        if fresh && frame.decrement_ttl().is_none() {
             self.metrics.count_drop(DropReason::TtlExpired);
             self.nack(&env, NackReason::TtlExpired);
             return Dispatch::Done;
@@ -421,9 +565,9 @@ impl Core {
     }
 
     /// Routes a frame the control thread built (origin traffic, NACKs, LSAs to a neighbour).
-    /// A full next-hop queue takes it anyway up to twice its bound (the inbox already bounds how
-    /// many such frames can be in flight); beyond that the control thread hears `QueueFull`.
-    pub(crate) fn originate(&self, frame: OutFrame) {
+    /// Returns the next hop and what became of the frame: a full next-hop queue makes the
+    /// caller wait (and stop taking from its inbox, so the submitter sees `Busy`).
+    pub(crate) fn originate(&self, frame: OutFrame) -> (u64, Push) {
         let h = frame.header();
         let (src, dst_domain, dst, msg_id) = (
             h.src_node.get(),
@@ -434,41 +578,43 @@ impl Core {
         let next = self.routes.borrow().next_hop(src, dst_domain, dst, msg_id);
         let Some(next) = next else {
             self.undeliverable(&frame, NackReason::NoRoute);
-            return;
+            return (0, Push::Done);
         };
-        self.to_peer(next, OutItem::Local(frame));
+        (next, self.to_peer(next, OutItem::Local(frame)))
     }
 
     /// Queues `item` for the session with `peer`, on whichever core owns it.
-    pub(crate) fn to_peer(&self, peer: u64, item: OutItem) {
+    pub(crate) fn to_peer(&self, peer: u64, item: OutItem) -> Push {
         if let Some(q) = self.local_queue(peer) {
-            let over =
-                q.bytes() > 2 * self.cfg.queue.bytes_max || q.len() > 2 * self.cfg.queue.frames_max;
-            if over {
-                self.metrics.count_drop(DropReason::QueueFull);
-                self.undeliverable_item(&item, NackReason::QueueFull);
-                return;
+            if !q.has_room() {
+                return Push::Wait(item, q);
             }
             if let Err(item) = q.push(item, true) {
                 self.metrics.count_drop(DropReason::SessionClosed);
                 self.undeliverable_item(&item, NackReason::NoRoute);
             }
-            return;
+            return Push::Done;
         }
         let owner = self.remote.borrow().get(&peer).map(|&(c, _, _)| c);
         let Some(core) = owner else {
             self.metrics.count_drop(DropReason::NoRoute);
             self.undeliverable_item(&item, NackReason::NoRoute);
-            return;
+            return Push::Done;
         };
-        if let Err(e) = self.inboxes[core].post(CoreMsg::ToPeer { peer, item }) {
-            let (MailboxError::Full(msg) | MailboxError::Closed(msg)) = e;
-            if let CoreMsg::ToPeer { item, .. } = msg {
-                self.metrics.count_drop(DropReason::QueueFull);
-                self.undeliverable_item(&item, NackReason::QueueFull);
+        match self.inboxes[core].post(CoreMsg::ToPeer { peer, item }) {
+            Ok(()) => {
+                CoreMetrics::add(&self.metrics.cross_core, 1);
+                Push::Done
             }
-        } else {
-            CoreMetrics::add(&self.metrics.cross_core, 1);
+            Err(MailboxError::Full(CoreMsg::ToPeer { item, .. })) => Push::Later(item),
+            Err(e) => {
+                let (MailboxError::Full(msg) | MailboxError::Closed(msg)) = e;
+                if let CoreMsg::ToPeer { item, .. } = msg {
+                    self.metrics.count_drop(DropReason::SessionClosed);
+                    self.undeliverable_item(&item, NackReason::NoRoute);
+                }
+                Push::Done
+            }
         }
     }
 
@@ -544,7 +690,10 @@ impl Core {
             .borrow()
             .next_hop(n.src_node, n.dst_domain, n.dst_node, n.msg_id);
         if let Some(next) = next {
-            self.to_peer(next, OutItem::Local(frame));
+            // Best effort: a NACK that finds no room is dropped (the origin retransmits anyway).
+            if !matches!(self.to_peer(next, OutItem::Local(frame)), Push::Done) {
+                self.metrics.count_drop(DropReason::QueueFull);
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{EngineConfig, Placement};
 use crate::conn::run_connection;
-use crate::core::{Core, CoreMsg, EngineEvent};
+use crate::core::{Core, CoreMsg, EngineEvent, Push};
 use crate::mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 use crate::metrics::CoreMetrics;
 use crate::routes::RouteSnapshot;
@@ -269,8 +269,14 @@ async fn run_core(
     loop {
         let Some(msg) = inbox.recv().await else { break };
         match msg {
-            CoreMsg::ToPeer { peer, item } => core.to_peer(peer, item),
-            CoreMsg::Originate(frame) => core.originate(frame),
+            CoreMsg::ToPeer { peer, item } => {
+                let push = core.to_peer(peer, item);
+                push_until_done(&core, peer, push).await;
+            }
+            CoreMsg::Originate(frame) => {
+                let (peer, push) = core.originate(frame);
+                push_until_done(&core, peer, push).await;
+            }
             CoreMsg::Routes(r) => core.set_routes(r),
             CoreMsg::PeerUp {
                 peer,
@@ -286,6 +292,8 @@ async fn run_core(
             CoreMsg::Connect(addr) => {
                 glommio::spawn_local(dial_loop(core.clone(), addr, admission.clone())).detach();
             }
+            CoreMsg::Deliver(frame) => core.deliver_from_core(frame),
+            CoreMsg::Subscribers { core: c, present } => core.remote_subscribers(c, present),
             CoreMsg::Shutdown => break,
         }
     }
@@ -298,6 +306,25 @@ async fn run_core(
             break;
         }
         sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Finishes a push that found no room: waits for the queue (or briefly for a full inbox) and
+/// retries. While it waits, this core takes nothing more from its inbox, so the control thread's
+/// `submit` sees `Busy`: backpressure instead of unbounded buffering.
+async fn push_until_done(core: &Core, peer: u64, mut push: Push) {
+    loop {
+        push = match push {
+            Push::Done => return,
+            Push::Wait(item, q) => {
+                q.room().await;
+                core.to_peer(peer, item)
+            }
+            Push::Later(item) => {
+                sleep(Duration::from_micros(100)).await;
+                core.to_peer(peer, item)
+            }
+        };
     }
 }
 
@@ -332,7 +359,9 @@ async fn accept_loop(
         let core2 = core.clone();
         let adm = admission.clone();
         glommio::spawn_local(async move {
-            let Some((transport, security)) = secure(&core2, stream, Side::Acceptor).await else {
+            let Some((transport, security, plain_client_only)) =
+                secure(&core2, stream, Side::Acceptor).await
+            else {
                 adm.borrow_mut().release(ticket);
                 return;
             };
@@ -343,6 +372,7 @@ async fn accept_loop(
                 None,
                 security,
                 nonce(),
+                plain_client_only,
             )
             .await;
             debug!(core = core2.id, peer = ?out.peer.map(|p| p.node_id), reason = ?out.reason, "inbound session ended");
@@ -362,7 +392,8 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
                 let _ = stream.set_nodelay(true);
                 let ticket = admission.borrow_mut().try_admit();
                 if let Ok(ticket) = ticket {
-                    let Some((transport, security)) = secure(&core, stream, Side::Initiator).await
+                    let Some((transport, security, _)) =
+                        secure(&core, stream, Side::Initiator).await
                     else {
                         admission.borrow_mut().release(ticket);
                         let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
@@ -376,6 +407,7 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
                         None,
                         security,
                         nonce(),
+                        false,
                     )
                     .await;
                     admission.borrow_mut().release(ticket);
@@ -405,14 +437,15 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
 
 /// Secures a fresh connection: TLS when configured (a TLS node still answers a plain peer, so
 /// that it can allow it or refuse it with CLOSE `TlsRequired`), plain TCP otherwise. `None` when
-/// the TLS handshake failed (logged and counted).
+/// the TLS handshake failed (logged and counted). The flag is set for a plain connection from
+/// loopback under `require_tls`: only a local native client may use it.
 async fn secure(
     core: &Core,
     stream: TcpStream,
     side: Side,
-) -> Option<(Transport, ChannelSecurity)> {
+) -> Option<(Transport, ChannelSecurity, bool)> {
     let Some(tls) = &core.cfg.tls else {
-        return Some((Transport::Plain(stream), ChannelSecurity::Plain));
+        return Some((Transport::Plain(stream), ChannelSecurity::Plain, false));
     };
     if side == Side::Acceptor {
         // A TLS ClientHello starts with 0x16; a plain mesh peer starts with its HELLO ("MS").
@@ -422,11 +455,17 @@ async fn secure(
         })
         .await;
         if matches!(peeked, Ok(n) if n >= 1 && first[0] == mesh_wire::MAGIC[0]) {
-            return Some((Transport::Plain(stream), ChannelSecurity::Plain));
+            let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+            let client_only = core.cfg.require_tls && local;
+            return Some((
+                Transport::Plain(stream),
+                ChannelSecurity::Plain,
+                client_only,
+            ));
         }
     }
     match crate::tls::handshake(tls, stream, side, core.cfg.handshake_timeout).await {
-        Ok((s, security)) => Some((Transport::Tls(Box::new(s)), security)),
+        Ok((s, security)) => Some((Transport::Tls(Box::new(s)), security, false)),
         Err(e) => {
             CoreMetrics::add(&core.metrics.handshake_failures, 1);
             warn!(core = core.id, ?side, error = %e, "TLS handshake refused");

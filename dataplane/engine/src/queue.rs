@@ -130,6 +130,26 @@ impl PeerQueue {
         Ok(())
     }
 
+    /// Whether a producer that respects the bounds may push now (closed queues "have room":
+    /// the push fails at once and the producer moves on).
+    pub fn has_room(&self) -> bool {
+        let q = self.inner.borrow();
+        q.closed || (q.items.len() < self.limits.frames_max && q.bytes < self.limits.bytes_max)
+    }
+
+    /// Waits until [`PeerQueue::has_room`].
+    pub async fn room(&self) {
+        std::future::poll_fn(|cx| {
+            if self.has_room() {
+                std::task::Poll::Ready(())
+            } else {
+                self.wait_for_room(cx.waker());
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+
     /// Parks a producer's waker until the queue drains below half or closes.
     pub fn wait_for_room(&self, waker: &Waker) {
         let mut q = self.inner.borrow_mut();

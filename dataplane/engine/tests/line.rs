@@ -22,8 +22,18 @@ fn any_port() -> SocketAddr {
 }
 
 fn node(id: u64, connect: Vec<SocketAddr>, routes: StaticRoutes) -> EngineHandle {
+    node_with(id, connect, routes, mesh_engine::QueueLimits::default())
+}
+
+fn node_with(
+    id: u64,
+    connect: Vec<SocketAddr>,
+    routes: StaticRoutes,
+    queue: mesh_engine::QueueLimits,
+) -> EngineHandle {
     let mut cfg = EngineConfig::new(id, 1, any_port());
     cfg.connect = connect;
+    cfg.queue = queue;
     start(cfg, &(Arc::new(routes) as mesh_engine::RouteSnapshot)).expect("engine starts")
 }
 
@@ -239,7 +249,82 @@ fn spent_ttl_and_missing_routes_come_back_as_nacks() {
     l.c.shutdown();
 }
 
+#[test]
+fn a_transit_node_with_tiny_queues_stalls_and_drains_without_loss() {
+    // B's queue toward C holds 4 frames: B's reads from A stall again and again, with whole
+    // frames left in its decoder; once A has sent everything, those must still be forwarded.
+    let c = node(
+        C,
+        vec![],
+        StaticRoutes::new(1, 1)
+            .with_node_route(A, B)
+            .with_node_route(B, B),
+    );
+    let b = node_with(
+        B,
+        vec![c.local_addr()],
+        StaticRoutes::new(1, 1)
+            .with_node_route(A, A)
+            .with_node_route(C, C),
+        mesh_engine::QueueLimits {
+            frames_max: 4,
+            bytes_max: 4096,
+        },
+    );
+    let a = node(
+        A,
+        vec![b.local_addr()],
+        StaticRoutes::new(1, 1)
+            .with_node_route(C, B)
+            .with_node_route(B, B),
+    );
+    peer_up(&c, B);
+    peer_up(&a, B);
+    let count = 20_000u64;
+    for i in 0..count {
+        submit(&a, data(i, Bytes::from(i.to_be_bytes().to_vec())));
+    }
+    let mut next = 0;
+    let progress = std::cell::Cell::new(0u64);
+    let report = scopeguard_report(&progress, &b);
+    wait_for(&c, "every frame through the tiny queue", |ev| {
+        if let EngineEvent::Deliver(f) = ev {
+            assert_eq!(f.envelope().msg_id, next);
+            next += 1;
+            progress.set(next);
+        }
+        (next == count).then_some(())
+    });
+    drop(report);
+    a.shutdown();
+    b.shutdown();
+    c.shutdown();
+}
+
 #[allow(dead_code)]
 fn assert_frame_is_send(f: Frame<BytesMut>) -> impl Send {
     f
+}
+
+/// On a failing test, prints how far the frames got and the transit node's counters.
+struct Report<'a>(&'a std::cell::Cell<u64>, &'a EngineHandle);
+impl Drop for Report<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let m = &self.1.metrics()[0];
+            eprintln!(
+                "progress {} forwarded {} frames_in {} dropped {:?}",
+                self.0.get(),
+                mesh_engine::CoreMetrics::get(&m.forwarded),
+                mesh_engine::CoreMetrics::get(&m.frames_in),
+                m.dropped
+                    .iter()
+                    .map(mesh_engine::CoreMetrics::get)
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+fn scopeguard_report<'a>(p: &'a std::cell::Cell<u64>, b: &'a EngineHandle) -> Report<'a> {
+    Report(p, b)
 }

@@ -279,6 +279,9 @@ impl Capabilities {
     pub const RESUME: Capabilities = Capabilities(1 << 3);
     /// Uses CREDIT frames for per-session flow control.
     pub const CREDIT: Capabilities = Capabilities(1 << 4);
+    /// A client asks its node for the messages addressed to the node (a native subscriber);
+    /// a node offers it when it delivers to native clients.
+    pub const SUBSCRIBE: Capabilities = Capabilities(1 << 5);
 
     /// A set from raw bits (every bit pattern is valid).
     pub fn from_bits(bits: u64) -> Self {

@@ -205,6 +205,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         Some(h.ttl)
     }
 
+    /// Rewrites the origin of the frame in place: `src_node`, `src_domain` and `msg_id`. A node
+    /// stamps the frames its native clients send with its own identity and a msg_id it
+    /// allocates, so a client can neither forge a source nor reuse an id.
+    pub fn set_origin(&mut self, src_node: u64, src_domain: u32, msg_id: u64) {
+        let h = self.header_mut();
+        h.src_node.set(src_node);
+        h.src_domain.set(src_domain);
+        h.msg_id.set(msg_id);
+    }
+
     /// Sets `flags` on the frame in place. Only flags that do not change how the body is
     /// framed may be set this way (`RETRANSMIT`, `ROUTE_LOCK`); others are ignored.
     pub fn set_transit_flags(&mut self, flags: Flags) {
@@ -324,6 +334,15 @@ mod tests {
         assert_eq!(f.decrement_ttl(), Some(1));
         assert_eq!(f.decrement_ttl(), None);
         assert_eq!(f.header().ttl, 1);
+        f.set_origin(70, 7, 700);
+        assert_eq!(
+            (
+                f.envelope().src_node,
+                f.envelope().src_domain,
+                f.envelope().msg_id
+            ),
+            (70, 7, 700)
+        );
         f.set_transit_flags(Flags::RETRANSMIT | Flags::CHUNK);
         assert_eq!(f.flags(), Flags::RETRANSMIT);
         assert_eq!(f.as_bytes()[4..6], Flags::RETRANSMIT.bits().to_be_bytes());

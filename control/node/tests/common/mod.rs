@@ -1,0 +1,169 @@
+//! A real `mesh` process for integration tests: free loopback ports, start, SIGTERM with a
+//! clean exit, Prometheus scrapes.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub listen: SocketAddr,
+    pub metrics: SocketAddr,
+    pub connect: Vec<SocketAddr>,
+    /// Directory made by `mesh certs` holding this node's files: TLS on.
+    pub certs: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn new(id: u64, connect: Vec<SocketAddr>) -> Node {
+        let listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Node {
+            id,
+            listen,
+            metrics,
+            connect,
+            certs: None,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
+        cmd.arg("--node-id")
+            .arg(self.id.to_string())
+            .arg("--listen")
+            .arg(self.listen.to_string())
+            .arg("--metrics-listen")
+            .arg(self.metrics.to_string())
+            .arg("--keepalive-ms")
+            .arg("1000")
+            .env("MESH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for c in &self.connect {
+            cmd.arg("--connect").arg(c.to_string());
+        }
+        if let Some(dir) = &self.certs {
+            let id = self.id;
+            cmd.arg("--tls")
+                .arg("--require-tls")
+                .arg("--cert")
+                .arg(dir.join(format!("node-{id}.pem")))
+                .arg("--key")
+                .arg(dir.join(format!("node-{id}.key")))
+                .arg("--ca")
+                .arg(dir.join("ca.pem"))
+                .arg("--pq-key")
+                .arg(dir.join(format!("node-{id}.mldsa")));
+        }
+        self.child = Some(cmd.spawn().expect("mesh starts"));
+    }
+
+    /// SIGTERM, and the exit status must be success.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = i32::try_from(child.id()).unwrap();
+        let rc = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(rc.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "node {} exited with {status}", self.id);
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {} did not stop", self.id);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every sample of `name` that is not zero, as text (for failure reports).
+    pub fn scrape_nonzero(&self, name: &str) -> String {
+        let Ok(mut s) = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(1)) else {
+            return "unreachable".into();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .reduce(|a, b| a + b)
+    }
+
+    pub fn wait_metric(&self, name: &str, want: u64, within: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if self.metric(name) == Some(want) {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < within,
+                "node {}: {name} is {:?}, want {want}",
+                self.id,
+                self.metric(name)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Makes certificates for `ids` with `mesh certs` in `dir`.
+pub fn make_certs(dir: &std::path::Path, ids: &[u64]) {
+    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["certs", "--nodes", &list.join(","), "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
