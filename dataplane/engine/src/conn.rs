@@ -27,6 +27,9 @@ use crate::transport::Transport;
 
 /// Reads per poll before the task yields to its neighbours.
 const READS_PER_POLL: usize = 16;
+/// Read chunk of an established node-to-node session (handshaking connections use the
+/// decoder's 64 KiB default, so unauthenticated peers cannot make a node spend more).
+const PEER_READ_CHUNK_LEN: usize = 1 << 20;
 /// Chunked messages one client may have in progress at once.
 const MAX_CLIENT_CHUNKED: usize = 64;
 /// How long a frame waits before retrying a full inbox or control mailbox.
@@ -276,6 +279,11 @@ impl Conn {
 
     fn established(&mut self, peer: PeerInfo) {
         self.decoder.set_limits(peer.limits);
+        if peer.role == Role::Node {
+            // Peer links carry the bulk: a large read chunk means a partly received large frame
+            // is rarely carried into a new buffer (see `Decoder::bytes_relocated`).
+            self.decoder.set_read_chunk_len(PEER_READ_CHUNK_LEN);
+        }
         if self.plain_client_only && peer.role != Role::Client {
             warn!(
                 core = self.core.id,

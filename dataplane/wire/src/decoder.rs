@@ -81,6 +81,14 @@ impl Decoder {
         self.limits = limits;
     }
 
+    /// Changes how much room a fresh read chunk gets (at least one header). Larger chunks mean
+    /// fewer relocations of partly received large frames, at the price of memory per session:
+    /// a node raises it for established peer links and keeps it small for connections still
+    /// handshaking.
+    pub fn set_read_chunk_len(&mut self, read_chunk_len: usize) {
+        self.read_chunk_len = read_chunk_len.max(HEADER_LEN);
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn buffered_len(&self) -> usize {
         self.filled
