@@ -60,7 +60,9 @@ cd "$tmp"
 echo "check-go: [2/3] go build ${pkgs[*]} (GO111MODULE=off GOPATH=$GOPATH GOCACHE=$GOCACHE)"
 go build "${pkgs[@]}"
 go build -o "$tmp/example-client" mesh/proto/go/example
-"$tmp/example-client" -h 2>&1 | grep -q -- '-addr' || { echo "check-go: FAIL: example client has no -addr flag" >&2; exit 1; }
+# Capture first: `cmd | grep -q` under pipefail fails whenever grep exits before cmd is done.
+help=$("$tmp/example-client" -h 2>&1 || true)
+grep -q -- '-addr' <<<"$help" || { echo "check-go: FAIL: example client has no -addr flag" >&2; exit 1; }
 
 echo "check-go: [3/3] go vet ${pkgs[*]}"
 go vet "${pkgs[@]}"
