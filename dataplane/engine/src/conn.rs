@@ -458,6 +458,21 @@ impl Conn {
         }
     }
 
+    /// Hands a frame for the control thread over (LSAs, application acks); a full mailbox
+    /// drops it with a metric (the senders retransmit).
+    fn to_control(&self, from: u64, frame: Frame<BytesMut>) {
+        if self
+            .core
+            .events
+            .post(EngineEvent::Control { from, frame })
+            .is_err()
+        {
+            self.core
+                .metrics
+                .count_drop(crate::metrics::DropReason::ControlBusy);
+        }
+    }
+
     fn handle_routed(&mut self, cx: &mut Context<'_>, mut frame: Frame<BytesMut>) -> bool {
         let from = self.peer.as_ref().map_or(0, |p| p.node_id);
         if self.peer.as_ref().is_some_and(|p| p.role == Role::Client) {
@@ -471,16 +486,7 @@ impl Conn {
                 return self.route(cx, frame);
             }
             // Acknowledgements and the like from an application go to the control thread.
-            if self
-                .core
-                .events
-                .post(EngineEvent::Control { from, frame })
-                .is_err()
-            {
-                self.core
-                    .metrics
-                    .count_drop(crate::metrics::DropReason::ControlBusy);
-            }
+            self.to_control(from, frame);
             return true;
         }
         match frame.kind() {
@@ -488,16 +494,7 @@ impl Conn {
                 self.route(cx, frame)
             }
             _ => {
-                if self
-                    .core
-                    .events
-                    .post(EngineEvent::Control { from, frame })
-                    .is_err()
-                {
-                    self.core
-                        .metrics
-                        .count_drop(crate::metrics::DropReason::ControlBusy);
-                }
+                self.to_control(from, frame);
                 true
             }
         }

@@ -626,22 +626,7 @@ impl Core {
     }
 
     fn undeliverable(&self, frame: &OutFrame, reason: NackReason) {
-        let h = frame.header();
-        let Ok(kind) = FrameKind::try_from(h.kind) else {
-            return;
-        };
-        let env = Envelope {
-            kind,
-            flags: mesh_wire::Flags::from_bits(h.flags.get()).unwrap_or_default(),
-            ttl: h.ttl,
-            class: h.class,
-            src_domain: h.src_domain.get(),
-            dst_domain: h.dst_domain.get(),
-            chunk_index: h.chunk_index.get(),
-            src_node: h.src_node.get(),
-            dst_node: h.dst_node.get(),
-            msg_id: h.msg_id.get(),
-        };
+        let env = frame.envelope();
         if env.src_node == self.node_id() {
             let _ = self.events.post(EngineEvent::Undeliverable {
                 envelope: env,

@@ -12,7 +12,7 @@ use zerocopy::IntoBytes;
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::Envelope;
 use crate::header::{HEADER_LEN, Header};
-use crate::kind::Flags;
+use crate::kind::{Flags, FrameKind};
 use crate::limits::Limits;
 use crate::meta::{MetaLimits, Metadata};
 
@@ -39,6 +39,24 @@ impl OutFrame {
     /// The header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The header's fields as plain integers (the header was validated when the frame was
+    /// built, so kind and flags are known values).
+    pub fn envelope(&self) -> Envelope {
+        let h = &self.header;
+        Envelope {
+            kind: FrameKind::try_from(h.kind).unwrap_or(FrameKind::Data),
+            flags: Flags::from_bits(h.flags.get()).unwrap_or_default(),
+            ttl: h.ttl,
+            class: h.class,
+            src_domain: h.src_domain.get(),
+            dst_domain: h.dst_domain.get(),
+            chunk_index: h.chunk_index.get(),
+            src_node: h.src_node.get(),
+            dst_node: h.dst_node.get(),
+            msg_id: h.msg_id.get(),
+        }
     }
 
     /// The encoded metadata (empty when absent).
