@@ -1,0 +1,67 @@
+//! The status ladder of a message (SPEC §4, `mesh.proto`'s `MessageStatus`).
+
+use std::time::Instant;
+
+/// Where a message is. The order of the first six is the ladder a message climbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    /// Accepted from the application, not yet durable.
+    Accepted,
+    /// Durable at the origin.
+    Persisted,
+    /// Sent toward the destination at least once.
+    Forwarded,
+    /// Stored at the destination.
+    Delivered,
+    /// Delivered and the origin asked for an application ack, which has not come yet.
+    WaitingForClientAck,
+    /// The destination application accepted it (final).
+    AckSuccess,
+    /// The destination application rejected it (final).
+    AckFailure,
+    /// The destination node is not known anywhere (final).
+    Undeliverable,
+    /// The destination is known but unreachable now; kept and retried.
+    PendingNode,
+    /// Failed for good (final); see the reason.
+    Failed,
+}
+
+impl MessageStatus {
+    /// Whether no further change can happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            MessageStatus::AckSuccess
+                | MessageStatus::AckFailure
+                | MessageStatus::Undeliverable
+                | MessageStatus::Failed
+        )
+    }
+}
+
+/// Why a message failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailReason {
+    /// Its hop limit ran out on the way.
+    TtlExpired,
+    /// Its deadline passed before it was delivered.
+    Expired,
+    /// Policy denies its destination.
+    RejectedByPolicy,
+    /// It is larger than the destination accepts.
+    TooLarge,
+    /// It was retransmitted the maximum number of times.
+    RetriesExhausted,
+}
+
+/// A message's status and when it last changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusEntry {
+    /// The status.
+    pub status: MessageStatus,
+    /// For `Failed`: why.
+    pub reason: Option<FailReason>,
+    /// When the status last changed.
+    pub changed_at: Instant,
+}
