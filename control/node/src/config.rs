@@ -84,6 +84,13 @@ pub struct NodeArgs {
     /// Keepalive interval in milliseconds (a peer is dead after three silent intervals).
     #[arg(long)]
     pub keepalive_ms: Option<u64>,
+    /// Serve the gRPC API (SPEC §4) for applications and operators.
+    #[arg(long)]
+    #[serde(default)]
+    pub enable_grpc: bool,
+    /// Address of the gRPC API (with `--enable-grpc`; default 127.0.0.1:50051).
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 /// A complete, checked node configuration.
@@ -111,6 +118,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// Keepalive interval.
     pub keepalive_ms: u64,
+    /// Where the gRPC API listens; `None` when it is off.
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 /// The files TLS needs.
@@ -158,6 +167,9 @@ pub enum ConfigError {
 /// Embedded defaults: node 1 in domain 1 on 127.0.0.1:7001, one unbound core, plain TCP.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
 
+/// Where the gRPC API listens when `--enable-grpc` names no `--grpc-listen` (the seed's port).
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
+
 impl NodeArgs {
     /// Reads a TOML file with the same keys as the flags (kebab-case).
     pub fn from_file(path: &Path) -> Result<NodeArgs, ConfigError> {
@@ -194,6 +206,8 @@ impl NodeArgs {
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_format: self.log_format.or(file.log_format),
             keepalive_ms: self.keepalive_ms.or(file.keepalive_ms),
+            enable_grpc: self.enable_grpc || file.enable_grpc,
+            grpc_listen: self.grpc_listen.or(file.grpc_listen),
         }
     }
 }
@@ -255,6 +269,22 @@ impl NodeConfig {
                 message: format!("{keepalive_ms} is outside 100..=600000"),
             });
         }
+        let grpc_listen = match (args.enable_grpc, args.grpc_listen) {
+            (true, addr) => Some(addr.unwrap_or_else(|| {
+                DEFAULT_GRPC_LISTEN
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!())
+            })),
+            (false, None) => None,
+            (false, Some(addr)) => {
+                return Err(ConfigError::Invalid {
+                    key: "grpc-listen",
+                    message: format!(
+                        "{addr} given but the gRPC API is off; add --enable-grpc (enable-grpc = true)"
+                    ),
+                });
+            }
+        };
         Ok(NodeConfig {
             node_id,
             domain: args.domain.unwrap_or(1),
@@ -269,6 +299,7 @@ impl NodeConfig {
             metrics_listen: args.metrics_listen,
             log_format: args.log_format.unwrap_or_default(),
             keepalive_ms,
+            grpc_listen,
         })
     }
 }
@@ -311,5 +342,42 @@ mod tests {
         assert!(e.to_string().starts_with("cert:"), "{e}");
         let e = toml::from_str::<NodeArgs>("nodeid = 1").unwrap_err();
         assert!(e.to_string().contains("nodeid"), "{e}");
+    }
+
+    #[test]
+    fn grpc_is_off_by_default_and_listens_on_the_seed_port_when_enabled() {
+        let c = NodeConfig::resolve(NodeArgs::default()).unwrap();
+        assert_eq!(c.grpc_listen, None);
+        let c = NodeConfig::resolve(NodeArgs {
+            enable_grpc: true,
+            ..NodeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.grpc_listen, Some(DEFAULT_GRPC_LISTEN.parse().unwrap()));
+    }
+
+    #[test]
+    fn grpc_keys_come_from_the_file_and_flags_win() {
+        let file: NodeArgs =
+            toml::from_str("enable-grpc = true\ngrpc-listen = \"127.0.0.1:6000\"\n").unwrap();
+        let c = NodeConfig::resolve(NodeArgs::default().over(file.clone())).unwrap();
+        assert_eq!(c.grpc_listen, Some("127.0.0.1:6000".parse().unwrap()));
+        let flags = NodeArgs {
+            grpc_listen: Some("0.0.0.0:6001".parse().unwrap()),
+            ..NodeArgs::default()
+        };
+        let c = NodeConfig::resolve(flags.over(file)).unwrap();
+        assert_eq!(c.grpc_listen, Some("0.0.0.0:6001".parse().unwrap()));
+    }
+
+    #[test]
+    fn grpc_listen_without_enable_grpc_is_an_error_naming_the_key() {
+        let e = NodeConfig::resolve(NodeArgs {
+            grpc_listen: Some("127.0.0.1:6000".parse().unwrap()),
+            ..NodeArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("grpc-listen:"), "{e}");
+        assert!(e.to_string().contains("--enable-grpc"), "{e}");
     }
 }

@@ -6,6 +6,12 @@
 //! wants sent as LSA / LSA_ACK frames to the neighbour, and publishes every route table the
 //! router computes to all cores as an immutable snapshot. SPF time is measured here, outside
 //! the pure router.
+//!
+//! The gRPC MeshControl service reaches the router only through [`requests`]: a bounded queue
+//! of requests with oneshot replies, taken by the same `select!` as the engine's events, so the
+//! router stays owned by this one task and nothing is locked.
+
+pub mod requests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +19,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mesh_engine::{EngineEvent, EngineHandle, RouteLookup, RouteSnapshot, SubmitError};
-use mesh_routing::{DomainId, NextHop, NodeId, RouteTable, Router, RouterConfig};
+use mesh_routing::{DomainId, Event, NextHop, NodeId, RouteTable, Router, RouterConfig};
 use mesh_session::Role;
 use mesh_wire::{Envelope, FrameKind, Limits, encode_frame};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
+
+use self::requests::{AnnouncedState, ApiState, ControlRequest};
 
 /// A route table from `mesh-routing` as the data plane sees it.
 #[derive(Debug)]
@@ -72,12 +80,14 @@ pub struct ControlMetrics {
     pub undeliverable: AtomicU64,
 }
 
-/// Runs until `shutdown` flips to true.
+/// Runs until `shutdown` flips to true, answering the gRPC services' `requests` on the way
+/// (a closed `requests` queue, gRPC off, is fine).
 pub async fn run(
     engine: Arc<EngineHandle>,
     node_id: u64,
     domain: u32,
     metrics: Arc<ControlMetrics>,
+    mut requests: mpsc::Receiver<ControlRequest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let start = Instant::now();
@@ -93,6 +103,13 @@ pub async fn run(
         }
     };
     let mut epoch = 0u64;
+    let mut api = ApiState {
+        announced: AnnouncedState {
+            addresses: vec![engine.local_addr().to_string()],
+            ..AnnouncedState::default()
+        },
+        ..ApiState::default()
+    };
     loop {
         let now = start.elapsed();
         let deadline = router
@@ -111,11 +128,16 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep(deadline) => router.handle_timeout(start.elapsed()),
+            Some(req) = requests.recv() => requests::handle(&mut router, &mut api, req),
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
             }
         }
-        while router.poll_event().is_some() {}
+        while let Some(ev) = router.poll_event() {
+            if matches!(ev, Event::TopologyChanged { .. }) {
+                api.topology_epoch += 1;
+            }
+        }
         let t0 = Instant::now();
         if let Some(table) = router.poll_routes(start.elapsed()) {
             let spf = t0.elapsed();
@@ -130,7 +152,10 @@ pub async fn run(
                 .route_entries
                 .store(entries as u64, Ordering::Relaxed);
             debug!(epoch, entries, spf_us = us, "publishing routes");
-            let snapshot: RouteSnapshot = Arc::new(LinkStateRoutes { table, epoch });
+            let routes = Arc::new(LinkStateRoutes { table, epoch });
+            api.routes = Some(routes.clone());
+            api.topology_epoch += 1;
+            let snapshot: RouteSnapshot = routes;
             engine.publish_routes(&snapshot);
         }
         while let Some(t) = router.poll_transmit() {

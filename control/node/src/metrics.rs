@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlMetrics;
+use crate::grpc::GrpcMetrics;
 
 /// Largest request accepted (a metrics scrape is a few hundred bytes).
 const MAX_REQUEST: usize = 8 << 10;
@@ -21,7 +22,12 @@ const MAX_REQUEST: usize = 8 << 10;
 type CoreCounter = (&'static str, &'static str, fn(&CoreMetrics) -> &AtomicU64);
 
 /// Renders every metric of the node.
-pub fn render(node_id: u64, engine: &EngineHandle, control: &ControlMetrics) -> String {
+pub fn render(
+    node_id: u64,
+    engine: &EngineHandle,
+    control: &ControlMetrics,
+    grpc: &GrpcMetrics,
+) -> String {
     let mut out = String::with_capacity(8 << 10);
     let per_core: [CoreCounter; 13] = [
         ("mesh_frames_in_total", "Frames read from peers.", |m| {
@@ -180,6 +186,7 @@ pub fn render(node_id: u64, engine: &EngineHandle, control: &ControlMetrics) -> 
             v.load(Ordering::Relaxed)
         );
     }
+    grpc.render(node_id, &mut out);
     out
 }
 
@@ -189,6 +196,7 @@ pub async fn serve(
     node_id: u64,
     engine: Arc<EngineHandle>,
     control: Arc<ControlMetrics>,
+    grpc: Arc<GrpcMetrics>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "metrics endpoint listening");
@@ -202,6 +210,7 @@ pub async fn serve(
         };
         let engine = engine.clone();
         let control = control.clone();
+        let grpc = grpc.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_REQUEST];
             let mut len = 0;
@@ -225,7 +234,7 @@ pub async fn serve(
             let head = String::from_utf8_lossy(&buf[..head_end]);
             let line = head.lines().next().unwrap_or("");
             let (status, body) = if line.starts_with("GET /metrics ") {
-                ("200 OK", render(node_id, &engine, &control))
+                ("200 OK", render(node_id, &engine, &control, &grpc))
             } else {
                 (
                     "404 Not Found",

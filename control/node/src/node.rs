@@ -1,19 +1,33 @@
-//! Running a node: start the data plane, then the control thread, until SIGTERM / SIGINT.
+//! Running a node: start the data plane, then the control thread (link-state routing, the
+//! gRPC API when enabled, metrics), until SIGTERM / SIGINT.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use mesh_engine::{EngineConfig, Placement, RouteSnapshot, StaticRoutes, TlsContext};
+use mesh_routing::{DomainId, NodeId};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{NodeConfig, PlacementArg, TlsFiles};
 use crate::control::{self, ControlMetrics};
+use crate::grpc::{self, GrpcMetrics, MeshControlService};
 use crate::metrics;
+
+/// How long shutdown waits for gRPC calls in progress.
+const GRPC_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs the node described by `cfg` until it is told to stop.
 pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
+    // Bind before anything starts, so a taken or bad address is a plain start-up error.
+    let grpc_listener = cfg
+        .grpc_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("grpc-listen {addr}: cannot listen for the gRPC API"))
+        })
+        .transpose()?;
     let tls = if let Some(files) = &cfg.tls {
         Some(load_tls(cfg.node_id, files)?)
     } else {
@@ -42,6 +56,7 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
         "node started"
     );
     let control_metrics = Arc::new(ControlMetrics::default());
+    let grpc_metrics = Arc::new(GrpcMetrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,28 +69,49 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
         if let Some(addr) = metrics_listen {
             let listener_engine = engine.clone();
             let cm = control_metrics.clone();
+            let gm = grpc_metrics.clone();
             // Bind now so a bad address is a start-up error, then serve in the background.
             let probe = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("metrics-listen {addr}"))?;
             drop(probe);
             tokio::spawn(async move {
-                if let Err(e) = metrics::serve(addr, node_id, listener_engine, cm).await {
+                if let Err(e) = metrics::serve(addr, node_id, listener_engine, cm, gm).await {
                     warn!(error = %e, "metrics endpoint stopped");
                 }
             });
         }
+        let (control_handle, requests) = control::requests::channel();
+        let grpc_server = match grpc_listener {
+            Some(listener) => {
+                let node = NodeId::new(node_id).context("node id 0 cannot serve gRPC")?;
+                let service = MeshControlService::new(
+                    node,
+                    DomainId(domain),
+                    control_handle,
+                    grpc_metrics.clone(),
+                );
+                Some(start_grpc(listener, service, stop_rx.clone())?)
+            }
+            None => None,
+        };
         let ctl = tokio::spawn(control::run(
             engine.clone(),
             node_id,
             domain,
             control_metrics.clone(),
+            requests,
             stop_rx,
         ));
         wait_for_signal().await;
         info!("stopping: draining sessions");
         let _ = stop_tx.send(true);
         let _ = ctl.await;
+        if let Some(server) = grpc_server
+            && tokio::time::timeout(GRPC_DRAIN, server).await.is_err()
+        {
+            warn!("gRPC calls still running after {GRPC_DRAIN:?}; stopping without them");
+        }
         Ok(())
     });
     drop(rt);
@@ -87,6 +123,28 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
     }
     info!("node stopped");
     Ok(())
+}
+
+/// Serves the gRPC API on `listener` (bound by the caller) until `stop` turns true.
+fn start_grpc(
+    listener: std::net::TcpListener,
+    service: MeshControlService,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    listener
+        .set_nonblocking(true)
+        .context("grpc-listen: preparing the socket")?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("grpc-listen: preparing the socket")?;
+    info!(addr = %listener.local_addr()?, "gRPC API listening (MeshControl)");
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    Ok(tokio::spawn(async move {
+        if let Err(e) = grpc::serve(listener, grpc::routes(service), shutdown).await {
+            warn!(error = %e, "gRPC API stopped");
+        }
+    }))
 }
 
 /// Loads this node's certificate, keys and the mesh CA, and checks the certificate names this

@@ -18,11 +18,18 @@ pub fn free_port() -> u16 {
 
 pub struct Node {
     pub id: u64,
+    /// `--domain` (1 unless a test sets it before [`Node::start`]).
+    pub domain: u32,
+    /// `--keepalive-ms`: a peer is dead after three silent intervals.
+    pub keepalive_ms: u64,
     pub listen: SocketAddr,
     pub metrics: SocketAddr,
     pub connect: Vec<SocketAddr>,
     /// Directory made by `mesh certs` holding this node's files: TLS on.
     pub certs: Option<PathBuf>,
+    /// `--enable-grpc --grpc-listen` on this address (off unless a test sets it, e.g. with
+    /// [`Node::with_grpc`], before [`Node::start`]).
+    pub grpc: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -32,29 +39,46 @@ impl Node {
         let metrics = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         Node {
             id,
+            domain: 1,
+            keepalive_ms: 1000,
             listen,
             metrics,
             connect,
             certs: None,
+            grpc: None,
             child: None,
         }
+    }
+
+    /// Turns the gRPC API on, on a free loopback port; returns its `http://` URL.
+    pub fn with_grpc(&mut self) -> String {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.grpc = Some(addr);
+        format!("http://{addr}")
     }
 
     pub fn start(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
         cmd.arg("--node-id")
             .arg(self.id.to_string())
+            .arg("--domain")
+            .arg(self.domain.to_string())
             .arg("--listen")
             .arg(self.listen.to_string())
             .arg("--metrics-listen")
             .arg(self.metrics.to_string())
             .arg("--keepalive-ms")
-            .arg("1000")
+            .arg(self.keepalive_ms.to_string())
             .env("MESH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for c in &self.connect {
             cmd.arg("--connect").arg(c.to_string());
+        }
+        if let Some(addr) = self.grpc {
+            cmd.arg("--enable-grpc")
+                .arg("--grpc-listen")
+                .arg(addr.to_string());
         }
         if let Some(dir) = &self.certs {
             let id = self.id;
@@ -91,6 +115,27 @@ impl Node {
             assert!(Instant::now() < deadline, "node {} did not stop", self.id);
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL: the process ends at once, without a CLOSE to its peers (its kernel still closes
+    /// its sockets).
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "node {} was killed", self.id);
+    }
+
+    /// SIGSTOP: the process hangs with its sockets open, as a node that stopped answering.
+    /// [`Node::kill`] ends it; so does dropping the `Node`.
+    pub fn freeze(&mut self) {
+        let child = self.child.as_ref().expect("running");
+        let rc = Command::new("kill")
+            .arg("-STOP")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(rc.success());
     }
 
     /// Every sample of `name` that is not zero, as text (for failure reports).

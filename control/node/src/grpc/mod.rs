@@ -1,0 +1,48 @@
+//! The node's gRPC API (SPEC §4, package `mesh.v1`), served by tonic on the control thread's
+//! tokio runtime.
+//!
+//! - [`control_service`]: `MeshControl` (GetTopology, SetPolicy, PublishState), answered by the
+//!   control loop through `control::requests`;
+//! - [`topology`]: the router's view as a `Topology`;
+//! - [`policy`]: `Policy` from the wire to `mesh-routing`, verdicts to status codes;
+//! - [`metrics`]: requests and latency per method.
+//!
+//! [`routes`] is the one place services are registered: `MeshData` joins with the storage
+//! layer by one more `add_service` there.
+
+pub mod control_service;
+pub mod metrics;
+pub mod policy;
+pub mod topology;
+
+use std::future::Future;
+
+use mesh_proto::v1::mesh_control_server::MeshControlServer;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use control_service::MeshControlService;
+pub use metrics::{GrpcMethod, GrpcMetrics};
+
+/// Every gRPC service of the node, ready to serve.
+#[must_use]
+pub fn routes(control: MeshControlService) -> Routes {
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(MeshControlServer::new(control));
+    routes.routes()
+}
+
+/// Serves `routes` on `listener` until `shutdown` completes, then stops accepting and waits for
+/// the calls in progress.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
