@@ -46,8 +46,6 @@ pub enum CoreMsg {
     },
     /// A frame built by the control thread: route it from here.
     Originate(OutFrame),
-    /// A new route snapshot.
-    Routes(RouteSnapshot),
     /// A session with `peer` was established on core `core`.
     PeerUp {
         /// Peer node.

@@ -59,6 +59,7 @@ pub enum SubmitError {
 /// The control thread's handle on the running data plane.
 pub struct EngineHandle {
     inboxes: Vec<MailboxSender<CoreMsg>>,
+    routes: Vec<MailboxSender<RouteSnapshot>>,
     events: MailboxReceiver<EngineEvent>,
     metrics: Vec<Arc<CoreMetrics>>,
     local_addr: SocketAddr,
@@ -97,20 +98,18 @@ impl EngineHandle {
         &self.events
     }
 
-    /// Publishes a new route snapshot to every core.
+    /// Publishes a new route snapshot to every core. Snapshots travel apart from the cores'
+    /// inboxes, so a core waiting for queue room (and not reading its inbox) still takes the
+    /// routes that may relieve it. Each core keeps only the newest; a full route mailbox
+    /// (a core that stopped) drops the snapshot with a warning.
     pub fn publish_routes(&self, routes: &RouteSnapshot) {
-        for inbox in &self.inboxes {
-            // A full inbox delays the snapshot; the next publication supersedes it anyway,
-            // so post with a short retry.
-            let mut msg = CoreMsg::Routes(routes.clone());
-            for _ in 0..1000 {
-                match inbox.post(msg) {
-                    Err(MailboxError::Full(m)) => {
-                        msg = m;
-                        std::thread::sleep(Duration::from_micros(100));
-                    }
-                    Ok(()) | Err(MailboxError::Closed(_)) => break,
-                }
+        for (core, tx) in self.routes.iter().enumerate() {
+            if let Err(MailboxError::Full(_)) = tx.post(routes.clone()) {
+                warn!(
+                    core,
+                    epoch = routes.epoch(),
+                    "route snapshot dropped: the core is not taking them"
+                );
             }
         }
     }
@@ -159,6 +158,8 @@ impl EngineHandle {
         for inbox in &self.inboxes {
             let _ = inbox.post(CoreMsg::Shutdown);
         }
+        // Closing the route mailboxes ends each core's route task.
+        drop(self.routes);
         for t in self.threads {
             if let Err(e) = t.join() {
                 warn!(error = %e, "executor ended with an error");
@@ -185,11 +186,18 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
         inbox_rx.push(rx);
     }
     let (events_tx, events_rx) = mailbox(cfg.mailbox_capacity);
+    let mut routes_tx = Vec::with_capacity(n);
+    let mut routes_rx = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = mailbox::<RouteSnapshot>(ROUTE_MAILBOX_CAPACITY);
+        routes_tx.push(tx);
+        routes_rx.push(rx);
+    }
     let metrics: Vec<Arc<CoreMetrics>> = (0..n).map(|_| Arc::new(CoreMetrics::default())).collect();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
     let mut threads = Vec::with_capacity(n);
     let mut listen_addr = cfg.listen;
-    for (id, rx) in inbox_rx.into_iter().enumerate() {
+    for (id, (rx, route_rx)) in inbox_rx.into_iter().zip(routes_rx).enumerate() {
         let placement = match cfg.placement {
             Placement::Unbound => glommio::Placement::Unbound,
             Placement::Pinned { first_cpu } => glommio::Placement::Fixed(first_cpu + id),
@@ -207,6 +215,7 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
         let handle = builder
             .spawn(move || async move {
                 let core = Rc::new(Core::new(id, core_cfg, routes, inboxes, events, m));
+                glommio::spawn_local(take_routes(core.clone(), route_rx)).detach();
                 run_core(core, rx, bind, addr_tx).await;
             })
             .map_err(|e| EngineError::Executor {
@@ -233,6 +242,7 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
     }
     let handle = EngineHandle {
         inboxes: inbox_tx,
+        routes: routes_tx,
         events: events_rx,
         metrics,
         local_addr: listen_addr,
@@ -243,6 +253,19 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
         handle.connect(*addr);
     }
     Ok(handle)
+}
+
+/// Route snapshots a core's mailbox may hold (each publication supersedes the last).
+const ROUTE_MAILBOX_CAPACITY: usize = 64;
+
+/// Swaps in each published route snapshot, the newest when several wait.
+async fn take_routes(core: Rc<Core>, rx: MailboxReceiver<RouteSnapshot>) {
+    while let Some(mut routes) = rx.recv().await {
+        while let Some(newer) = rx.try_recv() {
+            routes = newer;
+        }
+        core.set_routes(routes);
+    }
 }
 
 async fn run_core(
@@ -277,7 +300,6 @@ async fn run_core(
                 let (peer, push) = core.originate(frame);
                 push_until_done(&core, peer, push).await;
             }
-            CoreMsg::Routes(r) => core.set_routes(r),
             CoreMsg::PeerUp {
                 peer,
                 core: c,
