@@ -247,3 +247,43 @@ fn hostile_connections_against_the_transit_node_change_nothing() {
     b.stop();
     c.stop();
 }
+
+#[test]
+fn a_client_that_only_sends_stays_alive_across_keepalives() {
+    // Keepalive 200 ms: a peer that reads nothing is dead after 600 ms. The sender never calls
+    // `recv`; `flush` must still take in the node's keepalives. (The subscriber sits in `recv`
+    // in its own thread, as subscribers do.)
+    let mut a = Node::new(1, vec![]);
+    a.keepalive_ms = 200;
+    a.start();
+    // The metrics endpoint answers once the data plane listens.
+    a.wait_metric("mesh_sessions_open", 0, Duration::from_secs(10));
+    let mut sub = subscriber(&a);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        while let Ok(Some(d)) = sub.recv(Some(Duration::from_secs(5))) {
+            if tx
+                .send(u64::from_be_bytes(d.payload[..8].try_into().unwrap()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut s = sender(&a);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_millis(1500) {
+        s.send(1, 0, &sent.to_be_bytes()).unwrap();
+        s.flush().unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.close().unwrap();
+    for i in 0..sent {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), i);
+    }
+    drop(rx);
+    a.stop();
+    let _ = reader.join();
+}

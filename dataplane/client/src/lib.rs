@@ -115,7 +115,12 @@ pub struct Client {
     next_msg: u64,
     /// Deliveries read but not yet returned by [`Client::recv`], in arrival order.
     pending: std::collections::VecDeque<Delivery>,
+    /// When [`Client::flush`] next takes in what the node sent.
+    next_input_poll: Instant,
 }
+
+/// How often a sending client takes in the node's frames while it flushes.
+pub const INPUT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,6 +174,7 @@ impl Client {
             closed: None,
             next_msg: 1,
             pending: std::collections::VecDeque::new(),
+            next_input_poll: now,
         };
         let deadline = now + options.connect_timeout;
         while c.node.is_none() {
@@ -243,8 +249,15 @@ impl Client {
         Ok(())
     }
 
-    /// Writes everything buffered.
+    /// Writes everything buffered. Also takes in, without waiting, what the node sent
+    /// (keepalives, CLOSE, deliveries for [`Client::recv`]) at least every
+    /// [`INPUT_POLL_INTERVAL`], so a client that only sends stays alive.
     pub fn flush(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        if now >= self.next_input_poll {
+            self.next_input_poll = now + INPUT_POLL_INTERVAL;
+            self.read_available()?;
+        }
         self.pump()?;
         if !self.out.is_empty() {
             self.sock.write_all(&self.out)?;
@@ -311,6 +324,14 @@ impl Client {
         }
     }
 
+    /// Reads whatever the node has sent, without blocking.
+    fn read_available(&mut self) -> Result<(), ClientError> {
+        self.sock.set_nonblocking(true)?;
+        let r = self.read_some(None);
+        self.sock.set_nonblocking(false)?;
+        r
+    }
+
     /// Runs session timers and moves its frames and events along.
     fn pump(&mut self) -> Result<(), ClientError> {
         let now = Instant::now();
@@ -353,6 +374,7 @@ impl Client {
             (a, b) => a.or(b).unwrap_or(Duration::from_secs(1)),
         }
         .max(Duration::from_millis(1));
+        // Ignored while the socket is non-blocking (`read_available`).
         self.sock.set_read_timeout(Some(wait))?;
         let n = match self.sock.read(self.decoder.read_buf()) {
             Ok(0) => {

@@ -176,6 +176,14 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
     if cfg.cores == 0 {
         return Err(EngineError::Config("cores must be at least 1".into()));
     }
+    if cfg.listen.port() != 0 && listener_present(cfg.listen) {
+        // The cores bind with SO_REUSEPORT, which would let this node silently share the port
+        // with another node already listening there.
+        return Err(EngineError::Listen {
+            addr: cfg.listen,
+            detail: "another process is listening there (is another node running?)".into(),
+        });
+    }
     let cfg = Arc::new(cfg);
     let n = cfg.cores;
     let mut inbox_tx = Vec::with_capacity(n);
@@ -253,6 +261,19 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
         handle.connect(*addr);
     }
     Ok(handle)
+}
+
+/// Whether something accepts connections at `addr` (a wildcard address is probed on loopback).
+/// Connections a stopped node left behind do not count, so a node restarts on its own port.
+fn listener_present(addr: SocketAddr) -> bool {
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok()
 }
 
 /// Route snapshots a core's mailbox may hold (each publication supersedes the last).

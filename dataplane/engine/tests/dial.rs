@@ -61,3 +61,22 @@ fn simultaneous_dials_end_with_one_session() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn a_port_held_by_another_process_is_refused_not_shared() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap();
+    let err = start(
+        EngineConfig::new(1, 1, addr),
+        &(Arc::new(StaticRoutes::new(1, 1)) as RouteSnapshot),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, mesh_engine::EngineError::Listen { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("another process is listening"),
+        "{err}"
+    );
+}

@@ -195,7 +195,7 @@ pub struct TlsChannel {
     /// What the peer's certificate says.
     pub peer: PeerCredentials,
     /// Signs this node's HELLO and verifies the peer's. Dropped once the handshake is over.
-    pub crypto: Box<dyn HandshakeCrypto>,
+    pub crypto: Box<dyn HandshakeCrypto + Send>,
 }
 
 impl core::fmt::Debug for TlsChannel {

@@ -6,14 +6,39 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// Ports [`free_port`] hands out: below Linux's ephemeral range (32768 and up by default),
+/// which `bind(0)` and outgoing connections draw from.
+const PORTS: std::ops::Range<u32> = 20_000..32_768;
+
+/// A loopback port that is free now and that this process has not handed out before.
+///
+/// A node listens with SO_REUSEPORT (its cores share the port), so a second node bound to the
+/// same port does not fail: the two silently share the connections, and peers reach the wrong
+/// node. `bind(0)` can return a port twice within a process, and another process's `bind(0)`
+/// can take the port of a node that is down for a restart; ports outside the ephemeral range,
+/// from a per-process starting point and never repeated, avoid both.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let len = PORTS.end - PORTS.start;
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        (std::process::id().wrapping_mul(2_654_435_761) ^ nanos) % len
+    });
+    for _ in 0..len {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(PORTS.start + (start + n) % len).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 pub struct Node {
