@@ -176,7 +176,7 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
     if cfg.cores == 0 {
         return Err(EngineError::Config("cores must be at least 1".into()));
     }
-    if cfg.listen.port() != 0 && listener_present(cfg.listen) {
+    if cfg.listen.port() != 0 && listener_stays(cfg.listen) {
         // The cores bind with SO_REUSEPORT, which would let this node silently share the port
         // with another node already listening there.
         return Err(EngineError::Listen {
@@ -274,6 +274,23 @@ fn listener_present(addr: SocketAddr) -> bool {
         });
     }
     std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok()
+}
+
+/// Whether a listener at `addr` is still there after up to two seconds. A node that just died
+/// can leave its listening socket open for a moment (its io_uring is torn down after the
+/// process exits, and a pending accept keeps the socket alive until then), so a restart on the
+/// same port waits for that instead of refusing or, worse, sharing the port with it.
+fn listener_stays(addr: SocketAddr) -> bool {
+    for waited in 0..20u32 {
+        if !listener_present(addr) {
+            if waited > 0 {
+                info!(%addr, waited_ms = waited * 100, "the previous listener on this address went away");
+            }
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
 }
 
 /// Route snapshots a core's mailbox may hold (each publication supersedes the last).

@@ -94,7 +94,10 @@ impl Node {
             .arg(self.metrics.to_string())
             .arg("--keepalive-ms")
             .arg(self.keepalive_ms.to_string())
-            .env("MESH_LOG", "warn")
+            .env(
+                "MESH_LOG",
+                std::env::var("MESH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for c in &self.connect {
