@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help setup build release test lint fmt doc run bench fuzz fuzz-long go-stubs check-go certs-localhost clean
+.PHONY: help setup build release test lint fmt doc run bench bench-full fuzz fuzz-long go-stubs check-go certs-localhost clean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -32,7 +32,13 @@ doc: ## API docs
 run: ## start a local mesh on the embedded defaults
 	./scripts/run.sh
 
-bench: ## criterion benchmarks (short)
+bench: ## mesh vs NATS vs TCP, short (~2 min): builds mesh in release, results in bench/results/
+	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --bin mesh-bench
+	target/release/mesh-bench --quick --mesh-bin target/release/mesh
+
+bench-full: ## mesh vs NATS vs TCP, every payload up to 1 MiB, 10 s per point; criterion benches too
+	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --bin mesh-bench
+	target/release/mesh-bench --full --mesh-bin target/release/mesh
 	$(CARGO) bench --workspace
 
 fuzz: ## run every fuzz target for 5 minutes

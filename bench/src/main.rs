@@ -1,0 +1,276 @@
+//! `mesh-bench`: mesh against a NATS cluster and plain TCP on loopback, throughput and latency.
+//!
+//! `mesh-bench --quick` (about two minutes) or `mesh-bench` / `mesh-bench --full`; see
+//! bench/README.md. Needs a release `mesh` binary (`--mesh-bin`, default
+//! `target/release/mesh`) and, for the NATS comparison, `nats-server` on PATH.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use mesh_bench::payload::Clock;
+use mesh_bench::procs::{Shape, find_nats_server};
+use mesh_bench::report::{size_label, summary};
+use mesh_bench::results::{Machine, Results, RunConfig, utc_now};
+use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
+use mesh_bench::systems::{MeshSystem, NatsSystem, System, TcpSystem};
+
+/// Measures mesh end to end against a two-server NATS cluster and a loopback TCP stream.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Short run (about two minutes): 2 s throughput and 3 s latency per point.
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Long run: 10 s per point, and 1 MiB payloads too.
+    #[arg(long)]
+    full: bool,
+    /// The `mesh` binary (build it with `cargo build --release -p mesh-node --bin mesh`).
+    #[arg(long)]
+    mesh_bin: Option<PathBuf>,
+    /// The `nats-server` binary (default: on PATH, else /usr/sbin/nats-server).
+    #[arg(long)]
+    nats_bin: Option<PathBuf>,
+    /// Systems to measure, comma-separated: mesh-pair, mesh-line, nats, tcp.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mesh-pair,mesh-line,nats,tcp"
+    )]
+    systems: Vec<String>,
+    /// Hops of the mesh-line shape (hops + 1 nodes).
+    #[arg(long, default_value_t = 2)]
+    hops: u32,
+    /// Payload sizes in bytes, comma-separated (default: 64,256,4096,65536; --full adds 1 MiB).
+    #[arg(long, value_delimiter = ',')]
+    payloads: Vec<usize>,
+    /// Seconds of sending per throughput point (default by mode: 2 / 5 / 10).
+    #[arg(long)]
+    throughput_secs: Option<f64>,
+    /// Seconds recorded per latency point (default by mode: 3 / 5 / 10).
+    #[arg(long)]
+    latency_secs: Option<f64>,
+    /// Messages per second of the latency runs.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Cap on the latency runs' payload bandwidth, MB/s (lowers the rate for large payloads).
+    #[arg(long, default_value_t = 64.0)]
+    latency_mb_per_s_max: f64,
+    /// Where results.json and the SVGs go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn default_mesh_bin() -> PathBuf {
+    let local = PathBuf::from("target/release/mesh");
+    if local.is_file() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/mesh")
+}
+
+/// Latency rate for `len`-byte payloads: `rate`, lowered to keep under `mb_max` MB/s.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+fn latency_rate(rate: u64, mb_max: f64, len: usize) -> u64 {
+    let cap = (mb_max * 1e6 / len as f64) as u64;
+    rate.min(cap).max(100)
+}
+
+fn start_system(name: &str, args: &Args, mesh_bin: &std::path::Path) -> Result<Box<dyn System>> {
+    Ok(match name {
+        "mesh-pair" => Box::new(MeshSystem::start(mesh_bin, Shape::Pair)?),
+        "mesh-line" => Box::new(MeshSystem::start(
+            mesh_bin,
+            Shape::Line { hops: args.hops },
+        )?),
+        "nats" => {
+            let bin = args.nats_bin.clone().or_else(find_nats_server).context(
+                "nats-server not found (install it: scripts/setup.sh) or pass --nats-bin",
+            )?;
+            Box::new(NatsSystem::start(&bin)?)
+        }
+        "tcp" => Box::new(TcpSystem::start()?),
+        other => bail!("unknown system {other:?} (mesh-pair, mesh-line, nats, tcp)"),
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (mode, tput_secs, lat_secs) = if args.quick {
+        ("quick", 2.0, 3.0)
+    } else if args.full {
+        ("full", 10.0, 10.0)
+    } else {
+        ("default", 5.0, 5.0)
+    };
+    let tput_secs = args.throughput_secs.unwrap_or(tput_secs);
+    let lat_secs = args.latency_secs.unwrap_or(lat_secs);
+    let payloads = if args.payloads.is_empty() {
+        let mut p = vec![64, 256, 4 << 10, 64 << 10];
+        if args.full {
+            p.push(1 << 20);
+        }
+        p
+    } else {
+        args.payloads.clone()
+    };
+    let mesh_bin = args.mesh_bin.clone().unwrap_or_else(default_mesh_bin);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"));
+    let machine = Machine::detect();
+    let date = utc_now();
+
+    eprintln!("starting {} …", args.systems.join(", "));
+    let mut systems: Vec<Box<dyn System>> = Vec::new();
+    let mut nats_version = None;
+    for name in &args.systems {
+        let sys =
+            start_system(name, &args, &mesh_bin).with_context(|| format!("starting {name}"))?;
+        if name == "nats" {
+            nats_version = std::process::Command::new(
+                args.nats_bin
+                    .clone()
+                    .or_else(find_nats_server)
+                    .unwrap_or_default(),
+            )
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        }
+        systems.push(sys);
+    }
+    let names: Vec<String> = systems.iter().map(|s| s.name()).collect();
+
+    let steps = (payloads.len() * systems.len() * 2) as u64;
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let clock = Clock::new();
+    let mut run_id = 0u32;
+    let mut results = Results {
+        date,
+        machine,
+        config: RunConfig {
+            mode: mode.into(),
+            systems: names,
+            payloads: payloads.clone(),
+            throughput_secs: tput_secs,
+            latency_secs: lat_secs,
+            latency_rate_per_s: args.rate,
+            latency_mb_per_s_max: args.latency_mb_per_s_max,
+            mesh_bin: mesh_bin.display().to_string(),
+            nats_version,
+        },
+        throughput: Vec::new(),
+        latency: Vec::new(),
+        mesh_lost: 0,
+        errors: Vec::new(),
+    };
+    // Payload by payload, every system in turn: a change in the machine's background load
+    // hits the systems of one payload alike, which keeps the ratios honest.
+    for &len in &payloads {
+        for sys in &mut systems {
+            run_id += 1;
+            bar.set_message(format!("throughput {} {}", sys.name(), size_label(len)));
+            let spec = ThroughputSpec {
+                payload_len: len,
+                duration: Duration::from_secs_f64(tput_secs),
+                max_msgs: None,
+                idle_timeout: Duration::from_secs(1),
+            };
+            match throughput(sys.as_mut(), &spec, run_id, clock) {
+                Ok(r) => results.throughput.push(r),
+                Err(e) => {
+                    let msg = format!("throughput {} {}: {e:#}", sys.name(), size_label(len));
+                    bar.println(&msg);
+                    results.errors.push(msg);
+                }
+            }
+            bar.inc(1);
+        }
+        for sys in &mut systems {
+            run_id += 1;
+            bar.set_message(format!("latency {} {}", sys.name(), size_label(len)));
+            let spec = LatencySpec {
+                payload_len: len,
+                rate_per_s: latency_rate(args.rate, args.latency_mb_per_s_max, len),
+                warmup: Duration::from_millis(300),
+                duration: Duration::from_secs_f64(lat_secs),
+                idle_timeout: Duration::from_secs(1),
+            };
+            match latency(sys.as_mut(), &spec, run_id, clock) {
+                Ok(r) => results.latency.push(r),
+                Err(e) => {
+                    let msg = format!("latency {} {}: {e:#}", sys.name(), size_label(len));
+                    bar.println(&msg);
+                    results.errors.push(msg);
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    for sys in &systems {
+        if let Some(d) = sys.dropped().filter(|d| *d > 0) {
+            eprintln!(
+                "{}: the nodes count {d} dropped messages (mesh_dropped_total)",
+                sys.name()
+            );
+        }
+    }
+    drop(systems);
+
+    results.mesh_lost = results
+        .throughput
+        .iter()
+        .filter(|t| t.system.starts_with("mesh"))
+        .map(|t| t.lost)
+        .chain(
+            results
+                .latency
+                .iter()
+                .filter(|l| l.system.starts_with("mesh"))
+                .map(|l| l.lost),
+        )
+        .sum();
+    println!("{}", summary(&results));
+    let json = results.write(&out)?;
+    let svgs = mesh_bench::plot::write_svgs(&results, &out)?;
+    println!("wrote {}", json.display());
+    for s in svgs {
+        println!("wrote {}", s.display());
+    }
+    if !results.errors.is_empty() {
+        bail!("{} runs failed: {:?}", results.errors.len(), results.errors);
+    }
+    if results.mesh_lost > 0 {
+        bail!("mesh lost {} messages in a clean run", results.mesh_lost);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_payloads_get_a_lower_latency_rate() {
+        assert_eq!(latency_rate(20_000, 64.0, 64), 20_000);
+        assert_eq!(latency_rate(20_000, 64.0, 4096), 15_625);
+        assert_eq!(latency_rate(20_000, 64.0, 65_536), 976);
+        assert_eq!(latency_rate(20_000, 64.0, 1 << 30), 100);
+    }
+}

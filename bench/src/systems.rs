@@ -1,0 +1,532 @@
+//! The systems under test, behind one seam: a [`System`] opens a [`Producer`] and a
+//! [`Consumer`] for a run, and the load loops in [`crate::run`] drive any of them the same way.
+//!
+//! Today: mesh through the native client ([`MeshSystem`], pair or line), a two-server NATS
+//! cluster through `async-nats` ([`NatsSystem`]), and one plain loopback TCP stream with
+//! length-prefixed messages ([`TcpSystem`], the ceiling). A gRPC load path (MeshData
+//! Send/SendStream/Subscribe, once the node serves it) is one more `System` beside these.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures_lite::StreamExt;
+use mesh_client::{Client, ClientOptions};
+
+use crate::procs::{MeshCluster, NatsCluster, Shape};
+
+/// The sending end of a run. Messages all have the same length within a run. Lives on the
+/// producer thread (the mesh client is not `Send`): made there by a [`ProducerOpener`].
+pub trait Producer {
+    /// Queues `count` messages of `len` bytes; `fill` writes each one (its stamp) first.
+    /// May block when the system pushes back.
+    fn send_batch(&mut self, count: u64, len: usize, fill: &mut dyn FnMut(&mut [u8]))
+    -> Result<()>;
+    /// Pushes out everything queued.
+    fn flush(&mut self) -> Result<()>;
+    /// Flushes and ends the session gracefully.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// Makes a [`Producer`] on the thread that calls it.
+pub type ProducerOpener = Box<dyn FnOnce() -> Result<Box<dyn Producer>> + Send>;
+
+/// The receiving end of a run (on the thread that opened it).
+pub trait Consumer {
+    /// Waits up to `timeout` for messages and hands each one that arrived to `on_msg`;
+    /// returns how many.
+    fn recv_batch(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize>;
+    /// Ends the session.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// Something to measure, started and ready to carry messages. Each run opens a consumer,
+/// then a producer whose messages reach it.
+pub trait System {
+    /// Short name for tables and files (`mesh-pair`, `nats`, `tcp`…).
+    fn name(&self) -> String;
+    /// The consumer of a new run (subscribed before the producer exists).
+    fn consumer(&mut self) -> Result<Box<dyn Consumer>>;
+    /// How to open the producer of that run, on the producer's thread.
+    fn producer(&mut self) -> Result<ProducerOpener>;
+    /// Messages the system itself reports dropping so far, if it reports any.
+    fn dropped(&self) -> Option<u64> {
+        None
+    }
+}
+
+// --- mesh ------------------------------------------------------------------------------------
+
+/// mesh nodes in a [`Shape`], driven through the native client: producer at node 1, consumer
+/// (subscribed) at the last node.
+#[derive(Debug)]
+pub struct MeshSystem {
+    shape: Shape,
+    cluster: MeshCluster,
+}
+
+impl MeshSystem {
+    /// Starts the nodes.
+    pub fn start(bin: &Path, shape: Shape) -> Result<MeshSystem> {
+        Ok(MeshSystem {
+            shape,
+            cluster: MeshCluster::start(bin, shape)?,
+        })
+    }
+}
+
+impl System for MeshSystem {
+    fn name(&self) -> String {
+        match self.shape {
+            Shape::Pair => "mesh-pair".into(),
+            Shape::Line { hops } => format!("mesh-line{hops}"),
+        }
+    }
+
+    fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
+        let last = *self.cluster.listen.last().context("no nodes")?;
+        let client = Client::connect(
+            last,
+            ClientOptions {
+                subscribe: true,
+                ..ClientOptions::default()
+            },
+        )
+        .context("mesh subscriber attaches")?;
+        Ok(Box::new(MeshConsumer { client }))
+    }
+
+    fn producer(&mut self) -> Result<ProducerOpener> {
+        let first = self.cluster.listen[0];
+        let dst = self.cluster.last_node_id();
+        Ok(Box::new(move || {
+            let client = Client::connect(first, ClientOptions::default())
+                .context("mesh producer attaches")?;
+            Ok(Box::new(MeshProducer {
+                client,
+                dst,
+                buf: Vec::new(),
+            }) as Box<dyn Producer>)
+        }))
+    }
+
+    fn dropped(&self) -> Option<u64> {
+        self.cluster.dropped_total()
+    }
+}
+
+struct MeshProducer {
+    client: Client,
+    dst: u64,
+    buf: Vec<u8>,
+}
+
+impl Producer for MeshProducer {
+    fn send_batch(
+        &mut self,
+        count: u64,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        self.buf.resize(len, 0x5A);
+        for _ in 0..count {
+            fill(&mut self.buf);
+            self.client.send(self.dst, 1, &self.buf)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(self.client.flush()?)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(self.client.close()?)
+    }
+}
+
+struct MeshConsumer {
+    client: Client,
+}
+
+impl Consumer for MeshConsumer {
+    fn recv_batch(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        let Some(d) = self.client.recv(Some(timeout))? else {
+            return Ok(0);
+        };
+        on_msg(&d.payload);
+        let mut n = 1;
+        // Then whatever that read brought in, without waiting again.
+        while let Some(d) = self.client.recv(Some(Duration::ZERO))? {
+            on_msg(&d.payload);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(self.client.close()?)
+    }
+}
+
+// --- NATS ------------------------------------------------------------------------------------
+
+/// A two-server NATS cluster (core NATS, no JetStream): publisher on server A, subscriber on
+/// server B, so every message crosses the cluster route as a mesh message crosses a link.
+#[derive(Debug)]
+pub struct NatsSystem {
+    rt: tokio::runtime::Runtime,
+    publisher: async_nats::Client,
+    subscriber: async_nats::Client,
+    next_subject: u64,
+    cluster: NatsCluster,
+}
+
+impl NatsSystem {
+    /// Starts the servers and connects the two clients.
+    pub fn start(bin: &Path) -> Result<NatsSystem> {
+        let cluster = NatsCluster::start(bin)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("nats-client")
+            .enable_all()
+            .build()?;
+        let (publisher, subscriber) = rt.block_on(async {
+            let p = async_nats::connect(cluster.urls[0].as_str()).await?;
+            let s = async_nats::connect(cluster.urls[1].as_str()).await?;
+            Ok::<_, async_nats::ConnectError>((p, s))
+        })?;
+        Ok(NatsSystem {
+            rt,
+            publisher,
+            subscriber,
+            next_subject: 0,
+            cluster,
+        })
+    }
+
+    /// `nats-server --version` of the cluster.
+    pub fn version(&self) -> &str {
+        &self.cluster.version
+    }
+}
+
+impl System for NatsSystem {
+    fn name(&self) -> String {
+        "nats".into()
+    }
+
+    fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
+        self.next_subject += 1;
+        let subject = format!("bench.run.{}", self.next_subject);
+        let sub = self.rt.block_on(async {
+            let sub = self.subscriber.subscribe(subject).await?;
+            self.subscriber.flush().await?;
+            Ok::<_, anyhow::Error>(sub)
+        })?;
+        Ok(Box::new(NatsConsumer {
+            rt: self.rt.handle().clone(),
+            sub,
+        }))
+    }
+
+    fn producer(&mut self) -> Result<ProducerOpener> {
+        let p = NatsProducer {
+            rt: self.rt.handle().clone(),
+            client: self.publisher.clone(),
+            subject: async_nats::Subject::from(format!("bench.run.{}", self.next_subject)),
+            buf: Vec::new(),
+        };
+        Ok(Box::new(move || Ok(Box::new(p) as Box<dyn Producer>)))
+    }
+}
+
+struct NatsProducer {
+    rt: tokio::runtime::Handle,
+    client: async_nats::Client,
+    subject: async_nats::Subject,
+    buf: Vec<u8>,
+}
+
+impl Producer for NatsProducer {
+    fn send_batch(
+        &mut self,
+        count: u64,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        self.buf.resize(len, 0x5A);
+        let (client, subject, buf) = (&self.client, &self.subject, &mut self.buf);
+        // One block_on per batch, not per message: the async hop costs the same order as a
+        // small publish.
+        self.rt.block_on(async {
+            for _ in 0..count {
+                fill(buf);
+                client
+                    .publish(subject.clone(), bytes::Bytes::copy_from_slice(buf))
+                    .await?;
+            }
+            Ok::<_, async_nats::PublishError>(())
+        })?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(self.rt.block_on(self.client.flush())?)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(self.rt.block_on(self.client.flush())?)
+    }
+}
+
+struct NatsConsumer {
+    rt: tokio::runtime::Handle,
+    sub: async_nats::Subscriber,
+}
+
+impl Consumer for NatsConsumer {
+    fn recv_batch(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        let sub = &mut self.sub;
+        self.rt.block_on(async {
+            let first = tokio::time::timeout(timeout, sub.next()).await;
+            let Ok(Some(m)) = first else {
+                return Ok(0);
+            };
+            on_msg(&m.payload);
+            let mut n = 1;
+            while n < 4096 {
+                match futures_lite::future::poll_once(sub.next()).await {
+                    Some(Some(m)) => {
+                        on_msg(&m.payload);
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        let sub = &mut self.sub;
+        Ok(self.rt.block_on(sub.unsubscribe())?)
+    }
+}
+
+// --- plain TCP -------------------------------------------------------------------------------
+
+/// One loopback TCP stream per run carrying `[u32 length][payload]` messages, written through
+/// the same 256 KiB buffer as the mesh client's: what any broker on this machine could reach.
+#[derive(Debug)]
+pub struct TcpSystem {
+    listener: TcpListener,
+    /// The writing end of the stream the last consumer reads, until its producer takes it.
+    pending_writer: Option<TcpStream>,
+}
+
+/// Write buffer of the TCP producer (as the mesh client's default).
+const TCP_BUF_LEN: usize = 256 << 10;
+
+impl TcpSystem {
+    /// Listens on a loopback port.
+    pub fn start() -> Result<TcpSystem> {
+        Ok(TcpSystem {
+            listener: TcpListener::bind("127.0.0.1:0")?,
+            pending_writer: None,
+        })
+    }
+
+    fn addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+}
+
+impl System for TcpSystem {
+    fn name(&self) -> String {
+        "tcp".into()
+    }
+
+    fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
+        let w = TcpStream::connect(self.addr()?)?;
+        let (r, _) = self.listener.accept()?;
+        w.set_nodelay(true)?;
+        self.pending_writer = Some(w);
+        Ok(Box::new(TcpConsumer {
+            sock: r,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+            eof: false,
+        }))
+    }
+
+    fn producer(&mut self) -> Result<ProducerOpener> {
+        let sock = self
+            .pending_writer
+            .take()
+            .context("open the consumer of a run before its producer")?;
+        Ok(Box::new(move || {
+            Ok(Box::new(TcpProducer {
+                sock,
+                out: Vec::with_capacity(TCP_BUF_LEN),
+                buf: Vec::new(),
+            }) as Box<dyn Producer>)
+        }))
+    }
+}
+
+struct TcpProducer {
+    sock: TcpStream,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Producer for TcpProducer {
+    fn send_batch(
+        &mut self,
+        count: u64,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        self.buf.resize(len, 0x5A);
+        let len32 = u32::try_from(len)?;
+        for _ in 0..count {
+            fill(&mut self.buf);
+            self.out.extend_from_slice(&len32.to_be_bytes());
+            self.out.extend_from_slice(&self.buf);
+            if self.out.len() >= TCP_BUF_LEN {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.sock.write_all(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        self.flush()?;
+        self.sock.shutdown(std::net::Shutdown::Write)?;
+        Ok(())
+    }
+}
+
+struct TcpConsumer {
+    sock: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The producer closed its side: nothing more will come.
+    eof: bool,
+}
+
+impl TcpConsumer {
+    /// Hands out every whole message in the buffer.
+    fn drain(&mut self, on_msg: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        loop {
+            let have = &self.buf[self.start..self.end];
+            let Some(len) = have
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                break;
+            };
+            let len = len as usize;
+            if have.len() < 4 + len {
+                if 4 + len > self.buf.len() {
+                    self.buf.resize(4 + len, 0);
+                }
+                break;
+            }
+            on_msg(&have[4..4 + len]);
+            self.start += 4 + len;
+            n += 1;
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        n
+    }
+}
+
+impl Consumer for TcpConsumer {
+    fn recv_batch(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.drain(on_msg);
+            if n > 0 {
+                return Ok(n);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(0);
+            }
+            if self.eof {
+                std::thread::sleep(left);
+                return Ok(0);
+            }
+            if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            self.sock
+                .set_read_timeout(Some(left.max(Duration::from_micros(100))))?;
+            match self.sock.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.end += k,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_messages_arrive_whole_across_reads_and_buffer_growth() {
+        let mut sys = TcpSystem::start().unwrap();
+        let mut c = sys.consumer().unwrap();
+        let opener = sys.producer().unwrap();
+        let sizes = [64usize, 3, 2 << 20, 100, 70_000];
+        let writer = std::thread::spawn(move || {
+            let mut p = opener().unwrap();
+            for (i, len) in sizes.iter().enumerate() {
+                let tag = u8::try_from(i).unwrap();
+                p.send_batch(3, *len, &mut |b| b.fill(tag)).unwrap();
+            }
+            p.close().unwrap();
+        });
+        let mut got = Vec::new();
+        while got.len() < 15 {
+            c.recv_batch(Duration::from_secs(5), &mut |m| got.push((m.len(), m[0])))
+                .unwrap();
+        }
+        writer.join().unwrap();
+        let want: Vec<(usize, u8)> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| std::iter::repeat_n((*l, u8::try_from(i).unwrap()), 3))
+            .collect();
+        assert_eq!(got, want);
+    }
+}

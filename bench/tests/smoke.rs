@@ -1,0 +1,134 @@
+//! Smoke runs against real processes: a pair of `mesh` nodes (the debug binary of this
+//! workspace, built first if missing), a NATS cluster when `nats-server` is installed, and the
+//! `mesh-bench` binary itself end to end with tiny settings. Counts are asserted, never speed.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mesh_bench::payload::Clock;
+use mesh_bench::procs::{Shape, find_nats_server};
+use mesh_bench::results::Results;
+use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
+use mesh_bench::systems::{MeshSystem, NatsSystem, System};
+
+/// The `mesh` binary: `$MESH_BIN`, else `target/debug/mesh` of this workspace (which
+/// `cargo test --workspace` builds for mesh-node's tests), built here if it is missing.
+fn mesh_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("MESH_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let bin = target.join("debug").join("mesh");
+        if !bin.is_file() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "mesh-node", "--bin", "mesh"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the mesh binary failed");
+        }
+        assert!(bin.is_file(), "no mesh binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+fn count_spec(len: usize, msgs: u64) -> ThroughputSpec {
+    ThroughputSpec {
+        payload_len: len,
+        duration: Duration::from_secs(20),
+        max_msgs: Some(msgs),
+        idle_timeout: Duration::from_secs(5),
+    }
+}
+
+fn latency_spec(len: usize) -> LatencySpec {
+    LatencySpec {
+        payload_len: len,
+        rate_per_s: 2_000,
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(5),
+    }
+}
+
+#[test]
+fn mesh_pair_delivers_every_message_and_measures_latency() {
+    let mut sys = MeshSystem::start(&mesh_bin(), Shape::Pair).expect("mesh pair starts");
+    assert_eq!(sys.name(), "mesh-pair");
+    let clock = Clock::new();
+    for (run, len) in [(1, 64), (2, 70_000)] {
+        let r = throughput(&mut sys, &count_spec(len, 1_000), run, clock).unwrap();
+        assert_eq!(
+            (r.sent, r.received, r.lost, r.reordered),
+            (1_000, 1_000, 0, 0),
+            "{r:?}"
+        );
+    }
+    let l = latency(&mut sys, &latency_spec(256), 3, clock).unwrap();
+    assert_eq!(l.lost, 0, "{l:?}");
+    assert!(l.sent > 400 && l.received == l.latency.count, "{l:?}");
+    assert!(l.latency.p50_us > 0.0);
+    assert_eq!(sys.dropped(), Some(0), "the nodes dropped nothing");
+}
+
+#[test]
+fn nats_cluster_carries_messages_across_its_route() {
+    let Some(bin) = find_nats_server() else {
+        eprintln!("nats-server not installed: NATS smoke not run (scripts/setup.sh installs it)");
+        return;
+    };
+    let mut sys = NatsSystem::start(&bin).expect("nats cluster starts");
+    assert!(sys.version().contains("nats-server"), "{}", sys.version());
+    let clock = Clock::new();
+    let r = throughput(&mut sys, &count_spec(256, 1_000), 1, clock).unwrap();
+    assert_eq!((r.sent, r.received, r.lost), (1_000, 1_000, 0), "{r:?}");
+    let l = latency(&mut sys, &latency_spec(64), 2, clock).unwrap();
+    assert_eq!(l.lost, 0, "{l:?}");
+}
+
+#[test]
+fn the_binary_runs_end_to_end_and_writes_its_results() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
+        .arg("--mesh-bin")
+        .arg(mesh_bin())
+        .args(["--systems", "mesh-pair,tcp", "--payloads", "64,4096"])
+        .args([
+            "--throughput-secs",
+            "0.2",
+            "--latency-secs",
+            "0.3",
+            "--rate",
+            "2000",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("mesh-bench runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("| 4 KiB |"), "{stdout}");
+    let r = Results::read(&out.path().join("results.json")).unwrap();
+    assert_eq!(r.throughput.len(), 4);
+    assert_eq!(r.latency.len(), 4);
+    assert_eq!(r.mesh_lost, 0);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(
+        r.throughput.iter().all(|t| t.received > 0 && t.lost == 0),
+        "{r:?}"
+    );
+    for svg in ["throughput.svg", "latency.svg"] {
+        assert!(out.path().join(svg).is_file(), "{svg}");
+    }
+}
