@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help setup build release test lint fmt doc run bench bench-full fuzz fuzz-long go-stubs check-go certs-localhost clean
+.PHONY: help setup build release test lint fmt doc run bench bench-full fuzz fuzz-long go-stubs check-go certs-localhost clean sim sim-full
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -58,3 +58,13 @@ certs-localhost: ## mesh CA + node certificates for a local mesh (needs the mesh
 
 clean:
 	$(CARGO) clean
+
+sim: ## control-plane simulation, reduced (20 domains x 50 nodes, every router live, checks)
+	$(CARGO) run --release -p mesh-sim -- --domains 20 --nodes-per-domain 50 --seed 1 --walk
+
+sim-full: ## control-plane simulation of 1,000,000 nodes (release, ~15-25 min, ~5 GB): bench/results/sim-1m.*
+	$(CARGO) build --release -p mesh-sim
+	mkdir -p bench/results
+	target/release/mesh-sim --domains 1000 --nodes-per-domain 1000 --size-spread 0.5 --seed 1 \
+		--sample-domains 4 --failure-domains 50 --threads 2 \
+		--json bench/results/sim-1m.json --plot bench/results/sim-1m.svg --summary bench/results/sim-1m.txt
