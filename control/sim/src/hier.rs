@@ -19,12 +19,18 @@
 //! and the inter-domain link failure. Every update sent over an inter-domain link is recorded
 //! with its time.
 //!
-//! **Stage B, every domain in full** (`run_domain`), one at a time on a worker thread. All the
+//! **Stage B, every domain in full** ([`run_domain`]), one at a time on worker threads. All the
 //! domain's routers are live; the far end of each of its inter-domain links is a *stub* that
 //! replays, at the recorded times, the updates that border router sent in stage A, and
-//! acknowledges what it receives. The domain boots, joins, loses a link, loses a node, and
-//! replays the inter-domain failure. Checked: every interior node LSA equals what stage A was
-//! given, and every border's summaries equal stage A's, after the join and after the failure.
+//! acknowledges what it receives. A sampled domain boots cold, replays the join and the
+//! inter-domain link failure; any other starts *warm* (each router is handed the converged
+//! database, then computes once). Failure domains then lose a link and a node. Checked: every
+//! node LSA equals what stage A was given, every border's summaries equal stage A's (after the
+//! join and after the failure), every table has one route per node of the domain and per other
+//! domain.
+//!
+//! At reduced sizes this reproduces the live mode ([`crate::live`]) figure for figure (see
+//! `tests/reduced.rs`).
 //!
 //! **Not simulated**: transient states of one domain as seen by another. Stage A's borders know
 //! their interior from the start, so the summaries a domain's borders send while it is still
