@@ -71,16 +71,7 @@ fn bad_configuration_is_a_clear_error() {
 fn certs_writes_a_ca_and_node_files() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["certs", "--nodes", "1,2", "--out"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::make_certs(&out_dir, &[1, 2]);
     for f in [
         "ca.pem",
         "ca.key",

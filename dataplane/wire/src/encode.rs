@@ -45,18 +45,10 @@ impl OutFrame {
     /// built, so kind and flags are known values).
     pub fn envelope(&self) -> Envelope {
         let h = &self.header;
-        Envelope {
-            kind: FrameKind::try_from(h.kind).unwrap_or(FrameKind::Data),
-            flags: Flags::from_bits(h.flags.get()).unwrap_or_default(),
-            ttl: h.ttl,
-            class: h.class,
-            src_domain: h.src_domain.get(),
-            dst_domain: h.dst_domain.get(),
-            chunk_index: h.chunk_index.get(),
-            src_node: h.src_node.get(),
-            dst_node: h.dst_node.get(),
-            msg_id: h.msg_id.get(),
-        }
+        h.envelope_with(
+            FrameKind::try_from(h.kind).unwrap_or(FrameKind::Data),
+            Flags::from_bits(h.flags.get()).unwrap_or_default(),
+        )
     }
 
     /// The encoded metadata (empty when absent).

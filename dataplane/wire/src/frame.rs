@@ -133,19 +133,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// The header's fields as plain integers.
     pub fn envelope(&self) -> Envelope {
-        let h = self.header();
-        Envelope {
-            kind: self.kind,
-            flags: self.flags,
-            ttl: h.ttl,
-            class: h.class,
-            src_domain: h.src_domain.get(),
-            dst_domain: h.dst_domain.get(),
-            chunk_index: h.chunk_index.get(),
-            src_node: h.src_node.get(),
-            dst_node: h.dst_node.get(),
-            msg_id: h.msg_id.get(),
-        }
+        self.header().envelope_with(self.kind, self.flags)
     }
 
     fn meta_len(&self) -> usize {

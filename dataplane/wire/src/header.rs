@@ -180,6 +180,25 @@ impl Header {
     }
 }
 
+impl Header {
+    /// The header's fields as plain integers, with the kind and flags the caller already
+    /// validated.
+    pub(crate) fn envelope_with(&self, kind: FrameKind, flags: Flags) -> crate::frame::Envelope {
+        crate::frame::Envelope {
+            kind,
+            flags,
+            ttl: self.ttl,
+            class: self.class,
+            src_domain: self.src_domain.get(),
+            dst_domain: self.dst_domain.get(),
+            chunk_index: self.chunk_index.get(),
+            src_node: self.src_node.get(),
+            dst_node: self.dst_node.get(),
+            msg_id: self.msg_id.get(),
+        }
+    }
+}
+
 impl core::fmt::Debug for Header {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Header")
