@@ -89,6 +89,11 @@ struct Line {
 }
 
 fn line() -> Line {
+    line_with(mesh_engine::QueueLimits::default())
+}
+
+/// The line A - B - C, B's outbound queues bounded by `b_queue`, once A and C see B.
+fn line_with(b_queue: mesh_engine::QueueLimits) -> Line {
     let c = node(
         C,
         vec![],
@@ -96,12 +101,13 @@ fn line() -> Line {
             .with_node_route(A, B)
             .with_node_route(B, B),
     );
-    let b = node(
+    let b = node_with(
         B,
         vec![c.local_addr()],
         StaticRoutes::new(1, 1)
             .with_node_route(A, A)
             .with_node_route(C, C),
+        b_queue,
     );
     let a = node(
         A,
@@ -113,6 +119,14 @@ fn line() -> Line {
     peer_up(&c, B);
     peer_up(&a, B);
     Line { a, b, c }
+}
+
+impl Line {
+    fn shutdown(self) {
+        self.a.shutdown();
+        self.b.shutdown();
+        self.c.shutdown();
+    }
 }
 
 #[test]
@@ -203,9 +217,7 @@ fn frames_cross_two_hops_in_order_and_chunked_messages_reassemble() {
     });
     let forwarded = mesh_engine::CoreMetrics::get(&l.b.metrics()[0].forwarded);
     assert!(forwarded >= count + 3, "B forwarded {forwarded}");
-    l.a.shutdown();
-    l.b.shutdown();
-    l.c.shutdown();
+    l.shutdown();
 }
 
 #[test]
@@ -251,50 +263,25 @@ fn spent_ttl_and_missing_routes_come_back_as_nacks() {
         seen,
         vec![(7, NackReason::TtlExpired), (8, NackReason::NoRoute)]
     );
-    l.a.shutdown();
-    l.b.shutdown();
-    l.c.shutdown();
+    l.shutdown();
 }
 
 #[test]
 fn a_transit_node_with_tiny_queues_stalls_and_drains_without_loss() {
     // B's queue toward C holds 4 frames: B's reads from A stall again and again, with whole
     // frames left in its decoder; once A has sent everything, those must still be forwarded.
-    let c = node(
-        C,
-        vec![],
-        StaticRoutes::new(1, 1)
-            .with_node_route(A, B)
-            .with_node_route(B, B),
-    );
-    let b = node_with(
-        B,
-        vec![c.local_addr()],
-        StaticRoutes::new(1, 1)
-            .with_node_route(A, A)
-            .with_node_route(C, C),
-        mesh_engine::QueueLimits {
-            frames_max: 4,
-            bytes_max: 4096,
-        },
-    );
-    let a = node(
-        A,
-        vec![b.local_addr()],
-        StaticRoutes::new(1, 1)
-            .with_node_route(C, B)
-            .with_node_route(B, B),
-    );
-    peer_up(&c, B);
-    peer_up(&a, B);
+    let l = line_with(mesh_engine::QueueLimits {
+        frames_max: 4,
+        bytes_max: 4096,
+    });
     let count = 20_000u64;
     for i in 0..count {
-        submit(&a, data(i, Bytes::from(i.to_be_bytes().to_vec())));
+        submit(&l.a, data(i, Bytes::from(i.to_be_bytes().to_vec())));
     }
     let mut next = 0;
     let progress = std::cell::Cell::new(0u64);
-    let report = scopeguard_report(&progress, &b);
-    wait_for(&c, "every frame through the tiny queue", |ev| {
+    let report = scopeguard_report(&progress, &l.b);
+    wait_for(&l.c, "every frame through the tiny queue", |ev| {
         if let EngineEvent::Deliver(f) = ev {
             assert_eq!(f.envelope().msg_id, next);
             next += 1;
@@ -303,9 +290,7 @@ fn a_transit_node_with_tiny_queues_stalls_and_drains_without_loss() {
         (next == count).then_some(())
     });
     drop(report);
-    a.shutdown();
-    b.shutdown();
-    c.shutdown();
+    l.shutdown();
 }
 
 #[allow(dead_code)]
