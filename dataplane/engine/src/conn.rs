@@ -554,11 +554,9 @@ impl Conn {
                     frames = left.len(),
                     "frames left in a closed session's queue"
                 );
-                for _ in &left {
-                    self.core
-                        .metrics
-                        .count_drop(crate::metrics::DropReason::SessionClosed);
-                }
+                self.core
+                    .metrics
+                    .count_drops(crate::metrics::DropReason::SessionClosed, left.len() as u64);
             }
             let _ = self.core.events.post(EngineEvent::PeerDown {
                 node_id: peer.node_id,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a frame was dropped on this core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum DropReason {
     /// TTL reached its end.
     TtlExpired,
@@ -17,6 +18,15 @@ pub enum DropReason {
     /// The control thread's mailbox was full.
     ControlBusy,
 }
+
+// `count_drops` indexes `dropped` by discriminant: `ALL` must list the reasons in order.
+const _: () = {
+    let mut i = 0;
+    while i < DropReason::ALL.len() {
+        assert!(DropReason::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 impl DropReason {
     /// Every reason, for exporting.
@@ -88,11 +98,13 @@ impl CoreMetrics {
 
     /// Counts a drop.
     pub fn count_drop(&self, reason: DropReason) {
-        let i = DropReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.dropped[i].fetch_add(1, Ordering::Relaxed);
+        self.count_drops(reason, 1);
+    }
+
+    /// Counts `n` drops for one reason.
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        // The discriminant is the index into `dropped` (the order of `DropReason::ALL`).
+        self.dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Reads a counter.
