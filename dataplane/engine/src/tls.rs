@@ -156,3 +156,30 @@ impl HandshakeCrypto for MldsaCrypto {
         .map_err(|_| bad())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `mesh-session` describes the signed HELLO transcript (its test double signs it) and
+    /// `mesh-tls` builds it for the real ML-DSA signatures: the two must be the same bytes.
+    #[test]
+    fn session_and_tls_transcripts_are_the_same_bytes() {
+        let binding = [7u8; 32];
+        for side in [Side::Initiator, Side::Acceptor] {
+            let t = mesh_session::Transcript {
+                signer_side: side,
+                signer_node_id: 0x0102_0304_0506_0708,
+                channel_binding: &binding,
+                hello_fields: b"\xa2\x01\x01\x03\x19\x03\xe9",
+            };
+            let tls = mesh_tls::mldsa::hello_transcript(
+                &ChannelBinding(binding),
+                tls_side(side),
+                NonZeroU64::new(t.signer_node_id).unwrap(),
+                t.hello_fields,
+            );
+            assert_eq!(t.to_bytes(), tls, "{side:?}");
+        }
+    }
+}
