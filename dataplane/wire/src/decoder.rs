@@ -12,8 +12,14 @@
 //! the decoder is poisoned and returns the same error forever; the session closes.
 //!
 //! Memory held by one decoder is bounded by `max_frame_len + read_chunk_len`.
+//!
+//! Fresh buffers come from a [`BufferSource`]: the heap ([`HeapBuffers`], the default) or a
+//! core's [`BufPool`](crate::pool::BufPool), which recycles read chunks once every frame split
+//! off them has been dropped.
 
 use bytes::BytesMut;
+
+use crate::pool::{BufferSource, HeapBuffers};
 
 use crate::error::DecodeError;
 use crate::frame::Frame;
@@ -28,11 +34,15 @@ pub const MIN_READ_ROOM: usize = 4 << 10;
 
 /// Streaming decoder for one session's inbound byte stream.
 #[derive(Debug)]
-pub struct Decoder {
+pub struct Decoder<S: BufferSource = HeapBuffers> {
     limits: Limits,
     /// `buf[..filled]` holds received bytes; `buf[filled..]` is zeroed room to read into.
     buf: BytesMut,
     filled: usize,
+    /// Where fresh buffers come from and retired ones go.
+    source: S,
+    /// The capacity `buf` was taken from `source` with (0: not from the source).
+    buf_capacity: usize,
     read_chunk_len: usize,
     /// The validated header at the front of `buf`, once its 48 bytes arrived.
     pending: Option<Pending>,
@@ -49,19 +59,29 @@ struct Pending {
     flags: Flags,
 }
 
-impl Decoder {
-    /// A decoder enforcing `limits`, offering reads of [`DEFAULT_READ_CHUNK_LEN`].
+impl Decoder<HeapBuffers> {
+    /// A decoder enforcing `limits`, offering reads of [`DEFAULT_READ_CHUNK_LEN`], with buffers
+    /// from the heap.
     pub fn new(limits: Limits) -> Self {
         Self::with_read_chunk_len(limits, DEFAULT_READ_CHUNK_LEN)
     }
 
-    /// A decoder that grows its buffer by `read_chunk_len` bytes (at least one header's worth)
-    /// when the room runs low.
+    /// A decoder that makes fresh buffers of `read_chunk_len` bytes (at least one header's
+    /// worth) when the room runs low.
     pub fn with_read_chunk_len(limits: Limits, read_chunk_len: usize) -> Self {
+        Decoder::with_source(limits, read_chunk_len, HeapBuffers)
+    }
+}
+
+impl<S: BufferSource> Decoder<S> {
+    /// A decoder that takes its buffers of `read_chunk_len` bytes from `source`.
+    pub fn with_source(limits: Limits, read_chunk_len: usize, source: S) -> Self {
         Self {
             limits,
             buf: BytesMut::new(),
             filled: 0,
+            source,
+            buf_capacity: 0,
             read_chunk_len: read_chunk_len.max(HEADER_LEN),
             pending: None,
             poisoned: None,
@@ -121,8 +141,7 @@ impl Decoder {
             .pending
             .map_or(0, |p| p.frame_len.saturating_sub(self.filled));
         let min = pending_need.max(MIN_READ_ROOM.min(self.read_chunk_len));
-        let target = pending_need.max(self.read_chunk_len);
-        self.ensure_room(min, target);
+        self.ensure_room(min);
         &mut self.buf[self.filled..]
     }
 
@@ -140,7 +159,7 @@ impl Decoder {
 
     /// Copies `bytes` in (for drivers that read into their own buffers, and tests).
     pub fn handle_bytes(&mut self, bytes: &[u8]) {
-        self.ensure_room(bytes.len(), bytes.len().max(self.read_chunk_len));
+        self.ensure_room(bytes.len());
         self.buf[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
         self.filled += bytes.len();
     }
@@ -150,25 +169,42 @@ impl Decoder {
     pub fn handle_owned(&mut self, bytes: BytesMut) {
         if self.filled == 0 {
             self.filled = bytes.len();
-            self.buf = bytes;
+            let old = std::mem::replace(&mut self.buf, bytes);
+            self.source.give(old, self.buf_capacity);
+            self.buf_capacity = 0;
         } else {
             self.handle_bytes(&bytes);
         }
     }
 
-    /// Makes sure at least `min` zeroed bytes follow the filled part of the buffer, growing it
-    /// to `target` zeroed bytes when it has to grow.
-    fn ensure_room(&mut self, min: usize, target: usize) {
+    /// Makes sure at least `min` zeroed bytes follow the filled part of the buffer. When it has
+    /// to grow, the buffer becomes `max(filled + min, read_chunk_len)` bytes: the same
+    /// allocation if no frame split off it is still alive, otherwise a fresh one from the source
+    /// (the received bytes are carried over, and the old buffer is retired to the source).
+    fn ensure_room(&mut self, min: usize) {
         if self.buf.len() - self.filled >= min {
             return;
         }
-        // Drop the zeroed tail first so a reallocation copies only received bytes.
+        // Drop the zeroed tail first so only received bytes are carried.
         self.buf.truncate(self.filled);
+        let want = (self.filled + min).max(self.read_chunk_len);
         let before = self.buf.as_ptr();
-        self.buf.resize(self.filled + target.max(min), 0);
+        if self.buf_capacity < want || !self.buf.try_reclaim(want - self.filled) {
+            let mut fresh = self.source.take(want);
+            fresh.extend_from_slice(&self.buf);
+            let old = std::mem::replace(&mut self.buf, fresh);
+            self.source.give(old, self.buf_capacity);
+            self.buf_capacity = want;
+        }
         if self.filled > 0 && self.buf.as_ptr() != before {
             self.bytes_relocated += self.filled as u64;
         }
+        self.buf.resize(want, 0);
+    }
+
+    /// The buffer source (for its counters).
+    pub fn source(&self) -> &S {
+        &self.source
     }
 
     /// The next complete frame, if the buffer holds one.
@@ -270,6 +306,71 @@ mod tests {
         assert_eq!(a.as_bytes().as_ptr(), base);
         assert_eq!(b.as_bytes().as_ptr(), base.wrapping_add(a.len()));
         assert_eq!(d.bytes_relocated(), 0);
+    }
+
+    #[test]
+    fn a_pooled_decoder_recycles_its_read_chunks_once_frames_are_dropped() {
+        use crate::pool::{BufPool, BufPoolConfig};
+        let chunk = 16 << 10;
+        let pool = BufPool::shared(BufPoolConfig {
+            classes: vec![chunk],
+            max_retained_bytes: 1 << 20,
+            scan: 8,
+        });
+        let mut d = Decoder::with_source(Limits::default(), chunk, pool.clone());
+        let frame = data_frame(9, &[9; 1000]);
+        // Frames queued for the next hop: the last 8 are still alive when a chunk runs out.
+        let mut in_flight = std::collections::VecDeque::new();
+        for i in 0..200 {
+            let room = d.read_buf();
+            let n = frame.len().min(room.len());
+            room[..n].copy_from_slice(&frame[..n]);
+            d.commit(n);
+            if n < frame.len() {
+                let room = d.read_buf();
+                room[..frame.len() - n].copy_from_slice(&frame[n..]);
+                d.commit(frame.len() - n);
+            }
+            let f = d.poll_frame().unwrap().unwrap();
+            assert_eq!(f.payload(), &[9; 1000][..], "frame {i}");
+            in_flight.push_back(f);
+            if in_flight.len() > 8 {
+                // Written to the next hop: the view is dropped.
+                in_flight.pop_front();
+            }
+        }
+        let s = pool.stats();
+        // 200 frames of ~1 KiB through 16 KiB chunks (a fresh one below 4 KiB of room) need
+        // ~17 chunks; 8 frames in flight span at most two, so two or three are allocated and
+        // every later one is reused.
+        assert!(s.reused + s.allocated >= 15, "{s:?}");
+        assert!(s.allocated <= 3, "{s:?}");
+        assert_eq!(s.unpooled, 0);
+    }
+
+    #[test]
+    fn a_pooled_buffer_is_not_reused_while_a_frame_views_it() {
+        use crate::pool::{BufPool, BufPoolConfig};
+        let chunk = 4096;
+        let pool = BufPool::shared(BufPoolConfig {
+            classes: vec![chunk],
+            max_retained_bytes: 1 << 20,
+            scan: 8,
+        });
+        let mut d = Decoder::with_source(Limits::default(), chunk, pool.clone());
+        let mut held = Vec::new();
+        for i in 0..40u8 {
+            d.handle_bytes(&data_frame(u64::from(i), &[i; 900]));
+            held.push(d.poll_frame().unwrap().unwrap());
+        }
+        // Every frame still holds its bytes although the decoder went through many chunks.
+        for (i, f) in held.iter().enumerate() {
+            assert!(
+                f.payload().iter().all(|&b| usize::from(b) == i),
+                "frame {i}"
+            );
+        }
+        assert_eq!(pool.stats().reused, 0);
     }
 
     #[test]

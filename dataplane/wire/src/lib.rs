@@ -8,6 +8,8 @@
 //! - [`frame`]: a checked [`Frame`] view over any buffer, and the [`Envelope`] of its fields;
 //! - [`decoder`]: the streaming [`Decoder`] that turns bytes arriving in any split into frames
 //!   without copying payloads, checking every length before making room for it;
+//! - [`pool`]: where the decoder's read buffers come from: the heap, or a core's bounded
+//!   [`BufPool`] that recycles them once every frame split off them is gone;
 //! - [`encode`]: [`encode_frame`] producing header, metadata and payload as slices for one
 //!   vectored write;
 //! - [`chunk`] and [`reassembly`]: splitting large messages and putting them back together
@@ -30,6 +32,7 @@ pub mod header;
 pub mod kind;
 pub mod limits;
 pub mod meta;
+pub mod pool;
 pub mod reassembly;
 
 pub use chunk::{ChunkMessageError, Chunks, MAX_CHUNKS, chunk_message};
@@ -42,4 +45,5 @@ pub use header::{DEFAULT_TTL, HEADER_LEN, Header, MAGIC, VERSION};
 pub use kind::{Flags, FrameKind};
 pub use limits::{DEFAULT_MAX_FRAME_LEN, Limits, MAX_FRAME_LEN_HARD_CAP};
 pub use meta::{MetaLimits, Metadata};
+pub use pool::{BufPool, BufPoolConfig, BufPoolStats, BufferSource, HeapBuffers, PoolHandle};
 pub use reassembly::{ChunkOutcome, Message, Reassembler, ReassemblyLimits};
