@@ -29,7 +29,7 @@ pub fn render(
     grpc: &GrpcMetrics,
 ) -> String {
     let mut out = String::with_capacity(8 << 10);
-    let per_core: [CoreCounter; 13] = [
+    let per_core: [CoreCounter; 16] = [
         ("mesh_frames_in_total", "Frames read from peers.", |m| {
             &m.frames_in
         }),
@@ -87,6 +87,21 @@ pub fn render(
         ("mesh_frames_out_total", "Frames written to peers.", |m| {
             &m.frames_out
         }),
+        (
+            "mesh_buffers_reused_total",
+            "Read buffers served from the core's pool.",
+            |m| &m.buffers_reused,
+        ),
+        (
+            "mesh_buffers_allocated_total",
+            "Read buffers allocated (the core's pool had none free).",
+            |m| &m.buffers_allocated,
+        ),
+        (
+            "mesh_buffer_pool_retained_bytes",
+            "Bytes of read buffers the core's pool holds for reuse.",
+            |m| &m.buffer_pool_retained_bytes,
+        ),
     ];
     for (name, help, get) in per_core {
         let kind = if name.ends_with("_total") {

@@ -6,7 +6,7 @@
 //! thread submits frames at A as fast as A takes them (`Busy` is backpressure), B forwards, C's
 //! deliveries are counted as they reach the control side. For each payload size it reports
 //! frames/s and payload Gbit/s delivered at C, and the bytes B copied per forwarded payload
-//! byte. The TCP ceiling is one loopback stream between two threads writing and reading
+//! byte and how many read buffers B's pool reused versus allocated. The TCP ceiling is one loopback stream between two threads writing and reading
 //! 64 KiB buffers, measured in the same run. Results go to stdout and to
 //! `target/bench-forward.json`.
 
@@ -83,6 +83,8 @@ struct Run {
     frames_per_sec: f64,
     gbit: f64,
     copied_per_payload_byte: f64,
+    buffers_reused: u64,
+    buffers_allocated: u64,
 }
 
 fn forward(payload: usize, secs: f64) -> Run {
@@ -138,6 +140,8 @@ fn forward(payload: usize, secs: f64) -> Run {
     let limits = Limits::default();
     let b_in0 = CoreMetrics::get(&b.metrics()[0].bytes_in);
     let b_copied0 = CoreMetrics::get(&b.metrics()[0].forward_bytes_copied);
+    let b_reused0 = CoreMetrics::get(&b.metrics()[0].buffers_reused);
+    let b_alloc0 = CoreMetrics::get(&b.metrics()[0].buffers_allocated);
     while Instant::now() < end {
         env.msg_id = msg;
         msg += 1;
@@ -157,6 +161,8 @@ fn forward(payload: usize, secs: f64) -> Run {
     let (n, el, c) = counter.join().unwrap();
     let b_in = CoreMetrics::get(&b.metrics()[0].bytes_in) - b_in0;
     let copied = CoreMetrics::get(&b.metrics()[0].forward_bytes_copied) - b_copied0;
+    let reused = CoreMetrics::get(&b.metrics()[0].buffers_reused) - b_reused0;
+    let allocated = CoreMetrics::get(&b.metrics()[0].buffers_allocated) - b_alloc0;
     let payload_in = b_in as f64 * payload as f64 / (payload + mesh_wire::HEADER_LEN) as f64;
     a.shutdown();
     b.shutdown();
@@ -166,6 +172,8 @@ fn forward(payload: usize, secs: f64) -> Run {
         frames_per_sec: n as f64 / el,
         gbit: n as f64 * payload as f64 * 8.0 / el / 1e9,
         copied_per_payload_byte: copied as f64 / payload_in.max(1.0),
+        buffers_reused: reused,
+        buffers_allocated: allocated,
     }
 }
 
@@ -188,17 +196,23 @@ fn main() {
     }
     println!("\nForwarding through one transit node (A -> B -> C, one core each, loopback)");
     println!(
-        "{:>9} {:>14} {:>12} {:>14} {:>22}",
-        "payload", "frames/s", "Gbit/s", "% of TCP", "B copied / payload B"
+        "{:>9} {:>14} {:>12} {:>14} {:>22} {:>24}",
+        "payload",
+        "frames/s",
+        "Gbit/s",
+        "% of TCP",
+        "B copied / payload B",
+        "B's buffers reused/new"
     );
     for r in &runs {
         println!(
-            "{:>9} {:>14.0} {:>12.2} {:>13.1}% {:>22.4}",
+            "{:>9} {:>14.0} {:>12.2} {:>13.1}% {:>22.4} {:>24}",
             r.payload,
             r.frames_per_sec,
             r.gbit,
             100.0 * r.gbit / ceiling,
-            r.copied_per_payload_byte
+            r.copied_per_payload_byte,
+            format!("{}/{}", r.buffers_reused, r.buffers_allocated)
         );
     }
     println!("plain loopback TCP stream (64 KiB writes): {ceiling:.2} Gbit/s");
@@ -206,8 +220,9 @@ fn main() {
         "{{\"tcp_ceiling_gbit\":{ceiling:.3},\"runs\":[{}]}}\n",
         runs.iter()
             .map(|r| format!(
-                "{{\"payload\":{},\"frames_per_sec\":{:.0},\"gbit\":{:.3},\"pct_of_tcp\":{:.1},\"copied_per_payload_byte\":{:.5}}}",
-                r.payload, r.frames_per_sec, r.gbit, 100.0 * r.gbit / ceiling, r.copied_per_payload_byte
+                "{{\"payload\":{},\"frames_per_sec\":{:.0},\"gbit\":{:.3},\"pct_of_tcp\":{:.1},\"copied_per_payload_byte\":{:.5},\"buffers_reused\":{},\"buffers_allocated\":{}}}",
+                r.payload, r.frames_per_sec, r.gbit, 100.0 * r.gbit / ceiling, r.copied_per_payload_byte,
+                r.buffers_reused, r.buffers_allocated
             ))
             .collect::<Vec<_>>()
             .join(",")

@@ -56,6 +56,11 @@ pub struct EngineConfig {
     pub io_memory: usize,
     /// Capacity of each core's inbox and of the events mailbox to the control thread.
     pub mailbox_capacity: usize,
+    /// Most bytes of retired read buffers each core's pool keeps for reuse (counting buffers
+    /// whose frames are still queued; all of it is idle once traffic stops). The default
+    /// matches one peer queue's byte bound, so a core forwarding into a full queue recycles
+    /// every read chunk.
+    pub buffer_pool_bytes: usize,
 }
 
 impl EngineConfig {
@@ -78,6 +83,7 @@ impl EngineConfig {
             max_half_open: 256,
             io_memory: 512 << 10,
             mailbox_capacity: 65_536,
+            buffer_pool_bytes: 64 << 20,
         }
     }
 }

@@ -17,9 +17,11 @@ use glommio::timer::Timer;
 use mesh_session::{
     Capabilities, ChannelSecurity, PeerInfo, Role, Session, SessionConfig, SessionEvent, Side,
 };
+use mesh_wire::decoder::DEFAULT_READ_CHUNK_LEN;
 use mesh_wire::{CloseReason, Decoder, Frame, FrameKind};
 use tracing::{debug, info, warn};
 
+use crate::buffers::{CoreBuffers, PEER_READ_CHUNK_LEN};
 use crate::core::{Core, Dispatch, EngineEvent, SessionCtl, SessionSlot};
 use crate::metrics::CoreMetrics;
 use crate::queue::{OutItem, PeerQueue};
@@ -27,9 +29,6 @@ use crate::transport::Transport;
 
 /// Reads per poll before the task yields to its neighbours.
 const READS_PER_POLL: usize = 16;
-/// Read chunk of an established node-to-node session (handshaking connections use the
-/// decoder's 64 KiB default, so unauthenticated peers cannot make a node spend more).
-const PEER_READ_CHUNK_LEN: usize = 1 << 20;
 /// Chunked messages one client may have in progress at once.
 const MAX_CLIENT_CHUNKED: usize = 64;
 /// How long a frame waits before retrying a full inbox or control mailbox.
@@ -88,7 +87,7 @@ pub(crate) async fn run_connection(
         core: core.clone(),
         session,
         transport,
-        decoder: Decoder::new(limits),
+        decoder: Decoder::with_source(limits, DEFAULT_READ_CHUNK_LEN, core.buffers.clone()),
         queue: Rc::new(PeerQueue::new(core.cfg.queue)),
         ctl: Rc::new(SessionCtl::default()),
         side,
@@ -116,7 +115,7 @@ struct Conn {
     core: Rc<Core>,
     session: Session,
     transport: Transport,
-    decoder: Decoder,
+    decoder: Decoder<CoreBuffers>,
     queue: Rc<PeerQueue>,
     ctl: Rc<SessionCtl>,
     side: Side,

@@ -25,6 +25,7 @@ use mesh_wire::{
     encode_frame_with_meta,
 };
 
+use crate::buffers::CoreBuffers;
 use crate::config::EngineConfig;
 use crate::mailbox::{MailboxError, MailboxSender};
 use crate::metrics::{CoreMetrics, DropReason};
@@ -187,6 +188,8 @@ pub(crate) struct Core {
     pub(crate) inboxes: Vec<MailboxSender<CoreMsg>>,
     pub(crate) events: MailboxSender<EngineEvent>,
     pub(crate) metrics: Arc<CoreMetrics>,
+    /// Read buffers of this core's connections.
+    pub(crate) buffers: CoreBuffers,
     next_session: Cell<u64>,
     pub(crate) shutting_down: Cell<bool>,
     /// Native clients on this core that asked for this node's deliveries, oldest first.
@@ -211,6 +214,7 @@ impl Core {
         metrics: Arc<CoreMetrics>,
     ) -> Self {
         let table = SessionTable::new(cfg.node_id, cfg.max_sessions);
+        let buffers = CoreBuffers::new(cfg.buffer_pool_bytes, metrics.clone());
         Self {
             id,
             cfg,
@@ -220,6 +224,7 @@ impl Core {
             remote: RefCell::new(HashMap::new()),
             inboxes,
             events,
+            buffers,
             metrics,
             next_session: Cell::new(1),
             shutting_down: Cell::new(false),

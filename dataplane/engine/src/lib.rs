@@ -14,6 +14,7 @@
 //! glommio stays inside this crate (executors, sockets, timers): the protocol crates it drives
 //! know nothing of it. `unsafe` appears once, for the vectored `sendmsg` (see `transport`).
 
+mod buffers;
 pub mod config;
 pub mod conn;
 pub mod core;

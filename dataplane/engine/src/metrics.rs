@@ -71,6 +71,12 @@ pub struct CoreMetrics {
     /// carried into a new buffer when a read buffer fills (plain TCP); payloads themselves are
     /// never copied when forwarded.
     pub forward_bytes_copied: AtomicU64,
+    /// Read buffers the core's pool served by reusing a retired one.
+    pub buffers_reused: AtomicU64,
+    /// Read buffers the core had to allocate (its pool had none free).
+    pub buffers_allocated: AtomicU64,
+    /// Bytes of retired read buffers the core's pool holds (gauge).
+    pub buffer_pool_retained_bytes: AtomicU64,
     /// Drops, indexed like [`DropReason::ALL`].
     pub dropped: [AtomicU64; 5],
     /// Sessions established.
