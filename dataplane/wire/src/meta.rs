@@ -83,6 +83,11 @@ pub struct Metadata {
     pub text: Option<String>,
     /// Key 10: end-to-end encryption parameters.
     pub e2e: Option<Vec<u8>>,
+    /// Key 11: a message's status (`mesh.v1.MessageStatus` number), in a node's receipts to
+    /// its native clients.
+    pub status: Option<u16>,
+    /// Key 12: the sequence number a native client gave a message, echoed in its receipts.
+    pub client_seq: Option<u64>,
     /// Keys ≥ 256: opaque extensions, in the order sent.
     pub extensions: Vec<(u64, Vec<u8>)>,
 }
@@ -97,6 +102,8 @@ const KEY_REASON: u64 = 7;
 const KEY_ACK_SUCCESS: u64 = 8;
 const KEY_TEXT: u64 = 9;
 const KEY_E2E: u64 = 10;
+const KEY_STATUS: u64 = 11;
+const KEY_CLIENT_SEQ: u64 = 12;
 /// First key available to extensions.
 pub const FIRST_EXTENSION_KEY: u64 = 256;
 
@@ -118,6 +125,8 @@ impl Metadata {
             self.ack_success.is_some(),
             self.text.is_some(),
             self.e2e.is_some(),
+            self.status.is_some(),
+            self.client_seq.is_some(),
         ];
         opts.iter().filter(|b| **b).count() as u64 + self.extensions.len() as u64
     }
@@ -166,6 +175,12 @@ impl Metadata {
             }
             if let Some(b) = &self.e2e {
                 e.u64(KEY_E2E)?.bytes(b)?;
+            }
+            if let Some(v) = self.status {
+                e.u64(KEY_STATUS)?.u16(v)?;
+            }
+            if let Some(v) = self.client_seq {
+                e.u64(KEY_CLIENT_SEQ)?.u64(v)?;
             }
             for (k, v) in &self.extensions {
                 e.u64(*k)?.bytes(v)?;
@@ -241,7 +256,7 @@ impl Metadata {
         let entries = definite_map(&mut d)?;
         // Every entry takes at least two bytes: a count beyond that is a lie, refused before
         // any per-entry work.
-        let max_entries = (10 + limits.max_extensions) as u64;
+        let max_entries = KEY_CLIENT_SEQ + limits.max_extensions as u64;
         if entries > max_entries {
             return Err(MetaError::TooManyExtensions {
                 count: entries,
@@ -252,7 +267,7 @@ impl Metadata {
         for _ in 0..entries {
             let key = uint(&mut d, "uint key")?;
             if key < FIRST_EXTENSION_KEY {
-                if !(KEY_CORR_ID..=KEY_E2E).contains(&key) {
+                if !(KEY_CORR_ID..=KEY_CLIENT_SEQ).contains(&key) {
                     return Err(MetaError::UnknownKey { key });
                 }
                 let bit = 1u16 << key;
@@ -285,6 +300,15 @@ impl Metadata {
                 }
                 KEY_TEXT => m.text = Some(text(&mut d, "text", limits.max_field_len)?),
                 KEY_E2E => m.e2e = Some(byte_string(&mut d, "e2e", limits.max_field_len)?),
+                KEY_STATUS => {
+                    let pos = d.position();
+                    let v = uint(&mut d, "uint status")?;
+                    m.status = Some(u16::try_from(v).map_err(|_| MetaError::Malformed {
+                        position: pos,
+                        what: "status within u16",
+                    })?);
+                }
+                KEY_CLIENT_SEQ => m.client_seq = Some(uint(&mut d, "uint client_seq")?),
                 ext => {
                     if m.extensions.len() >= limits.max_extensions {
                         return Err(MetaError::TooManyExtensions {
@@ -420,6 +444,8 @@ mod tests {
             ack_success: Some(false),
             text: Some("rejected by consumer".into()),
             e2e: Some(vec![1, 2, 3]),
+            status: Some(2),
+            client_seq: Some(77),
             extensions: vec![(300, vec![9, 9])],
         }
     }
@@ -465,10 +491,10 @@ mod tests {
             Metadata::decode(&[0xBF, 0xFF], &l),
             Err(MetaError::IndefiniteLength { position: 0 })
         );
-        // unknown reserved key 11
+        // unknown reserved key 13
         assert_eq!(
-            Metadata::decode(&[0xA1, 0x0B, 0x00], &l),
-            Err(MetaError::UnknownKey { key: 11 })
+            Metadata::decode(&[0xA1, 0x0D, 0x00], &l),
+            Err(MetaError::UnknownKey { key: 13 })
         );
         // duplicate key 3
         assert_eq!(
