@@ -234,6 +234,18 @@ impl Inbox {
         self.ready.push_back(key);
     }
 
+    /// The message [`Inbox::handle_data`] just called new turns out to be in the persistent
+    /// dedup state already (stored and acked before a restart emptied this inbox's memory): it
+    /// is not held or offered, and the origin hears DELIVERED again.
+    pub fn handle_stored_before(&mut self, src_node: u64, msg_id: u64) {
+        let key = (src_node, msg_id);
+        if self.held.get(&key).is_some_and(|h| !h.persisted) {
+            self.held.remove(&key);
+            self.transmit
+                .push_back(InboxTransmit::Delivered { src_node, msg_id });
+        }
+    }
+
     /// A message recovered from the WAL at start (durable, not acked): offer it again.
     pub fn handle_recovered(&mut self, src_node: u64, msg_id: u64, require_ack: bool) {
         let key = (src_node, msg_id);
@@ -400,6 +412,26 @@ mod tests {
         // Long after release, the dedup window still knows it.
         assert_eq!(i.handle_data(5, 1, true).unwrap(), Verdict::Duplicate);
         assert_eq!(i.held(), 0);
+    }
+
+    #[test]
+    fn a_message_stored_before_a_restart_is_answered_not_offered() {
+        let t = Instant::now();
+        let mut i = Inbox::new(InboxConfig::default()).unwrap();
+        i.handle_subscribers(1);
+        assert_eq!(i.handle_data(8, 3, false).unwrap(), Verdict::New);
+        i.handle_stored_before(8, 3);
+        assert_eq!(
+            i.poll_transmit(),
+            Some(InboxTransmit::Delivered {
+                src_node: 8,
+                msg_id: 3
+            })
+        );
+        assert_eq!(i.held(), 0);
+        assert!(i.poll_offer(t).is_none());
+        // Later copies are duplicates of the window.
+        assert_eq!(i.handle_data(8, 3, false).unwrap(), Verdict::Duplicate);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use zerocopy::IntoBytes;
 
 use crate::error::{DecodeError, EncodeError};
-use crate::frame::Envelope;
+use crate::frame::{Envelope, Frame};
 use crate::header::{HEADER_LEN, Header};
 use crate::kind::{Flags, FrameKind};
 use crate::limits::Limits;
@@ -34,6 +34,31 @@ impl OutFrame {
             meta,
             payload,
         }
+    }
+
+    /// A whole encoded frame (as read back from storage, or kept after it was received), checked
+    /// against `limits` and split into header, metadata and payload without copying them.
+    pub fn from_bytes(mut bytes: Bytes, limits: &Limits) -> Result<Self, DecodeError> {
+        let (frame, rest) = Frame::parse(&bytes, limits)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes { count: rest.len() });
+        }
+        let header = *frame.header();
+        let meta_len = usize::from(header.meta_len.get());
+        let _ = bytes.split_to(HEADER_LEN);
+        let meta = bytes.split_to(meta_len);
+        Ok(Self {
+            header,
+            meta,
+            payload: bytes,
+        })
+    }
+
+    /// Sets transit flags (RETRANSMIT, ROUTE_LOCK) in the header; other bits are ignored.
+    pub fn set_transit_flags(&mut self, flags: Flags) {
+        let settable = flags.bits() & (Flags::RETRANSMIT | Flags::ROUTE_LOCK).bits();
+        let bits = self.header.flags.get() | settable;
+        self.header.flags.set(bits);
     }
 
     /// The header.
@@ -184,5 +209,58 @@ mod tests {
             encode_frame(&env, &[], Bytes::new(), &l),
             Err(EncodeError::Invalid(DecodeError::LastChunkWithoutChunk))
         );
+    }
+}
+
+#[cfg(test)]
+mod from_bytes_tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_frame_comes_back_as_the_same_frame_without_copies() {
+        let mut env = Envelope::new(FrameKind::Data);
+        env.msg_id = 7;
+        let meta = Metadata {
+            corr_id: Some(9),
+            ..Metadata::default()
+        };
+        let f = encode_frame_with_meta(
+            &env,
+            &meta,
+            &MetaLimits::default(),
+            Bytes::from_static(b"payload"),
+            &Limits::default(),
+        )
+        .unwrap();
+        let stored = Bytes::from(f.to_vec());
+        let back = OutFrame::from_bytes(stored.clone(), &Limits::default()).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.payload().as_ptr(), stored[stored.len() - 7..].as_ptr());
+        let mut retried = back.clone();
+        retried.set_transit_flags(Flags::RETRANSMIT | Flags::REQUIRE_ACK);
+        assert!(retried.envelope().flags.contains(Flags::RETRANSMIT));
+        assert!(!retried.envelope().flags.contains(Flags::REQUIRE_ACK));
+    }
+
+    #[test]
+    fn trailing_or_missing_bytes_are_errors() {
+        let f = encode_frame(
+            &Envelope::new(FrameKind::Data),
+            &[],
+            Bytes::from_static(b"x"),
+            &Limits::default(),
+        )
+        .unwrap();
+        let mut v = f.to_vec();
+        v.push(0);
+        assert_eq!(
+            OutFrame::from_bytes(Bytes::from(v.clone()), &Limits::default()),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
+        v.truncate(v.len() - 2);
+        assert!(matches!(
+            OutFrame::from_bytes(Bytes::from(v), &Limits::default()),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 }

@@ -86,6 +86,12 @@ pub enum DecodeError {
         /// Bytes available.
         available: usize,
     },
+    /// Bytes follow the frame where exactly one frame was expected (one-shot parsing only).
+    #[error("{count} bytes after the frame")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
     /// The CBOR metadata does not decode.
     #[error("bad metadata: {0}")]
     Meta(#[from] MetaError),
@@ -107,7 +113,8 @@ impl DecodeError {
             | DecodeError::MetaFlagMismatch { .. }
             | DecodeError::LastChunkWithoutChunk
             | DecodeError::ChunkIndexWithoutChunk { .. }
-            | DecodeError::Truncated { .. } => CloseReason::MalformedFrame,
+            | DecodeError::Truncated { .. }
+            | DecodeError::TrailingBytes { .. } => CloseReason::MalformedFrame,
             DecodeError::Meta(_) => CloseReason::BadMetadata,
         }
     }
@@ -126,6 +133,7 @@ impl DecodeError {
             DecodeError::LastChunkWithoutChunk => "last_chunk_without_chunk",
             DecodeError::ChunkIndexWithoutChunk { .. } => "chunk_index_without_chunk",
             DecodeError::Truncated { .. } => "truncated",
+            DecodeError::TrailingBytes { .. } => "trailing_bytes",
             DecodeError::Meta(_) => "bad_metadata",
         }
     }
