@@ -3,7 +3,8 @@
 //! Three classes, which the engine treats differently: [`StorageError::Busy`] is routine
 //! back-pressure (nothing was written); [`StorageError::Fatal`] stops the node (an fsync
 //! failed: after a failed fsync the kernel may have dropped dirty pages, so it is never retried
-//! and never ignored); everything else is a start-up failure or a bad input.
+//! and never ignored; for `redis`, the server refused a write for good); everything else is a
+//! start-up failure or a bad input.
 
 use std::io;
 use std::path::PathBuf;
@@ -23,6 +24,9 @@ pub enum BusyReason {
     TooManySources,
     /// No durable msg_id block is left; the next reservation is appended, not yet durable.
     MsgIdsPending,
+    /// Too many writes wait for the backend's confirmation (the `redis` backend's
+    /// `queue_writes_max` / `queue_bytes_max`, e.g. while the server is unreachable).
+    WritesPending,
 }
 
 /// Any error of this crate.
@@ -37,7 +41,8 @@ pub enum StorageError {
         /// A ticket whose durability may free room.
         retry_after: Option<Ticket>,
     },
-    /// An fdatasync failed: the log is stopped for good and the node must stop.
+    /// An fdatasync failed (or Redis refused a write for good): the log is stopped for good and
+    /// the node must stop.
     #[error("WAL failed, the node must stop: {0}")]
     Fatal(#[from] FatalError),
     /// Recovery found a bad record followed by valid ones (or synced records missing): the
@@ -93,6 +98,15 @@ pub enum StorageError {
     /// A bad configuration value.
     #[error("storage configuration: {0}")]
     Config(String),
+    /// The `redis` backend could not start: the server stayed unreachable for the whole
+    /// `open_timeout`, refused to load this node's state, or holds state that does not decode.
+    #[error("redis {op}: {detail}")]
+    Redis {
+        /// What was attempted (`connect`, `load`, `decode`, ...).
+        op: &'static str,
+        /// The server's address and answer, or what was wrong with the stored value.
+        detail: String,
+    },
 }
 
 /// The failure that stopped a log. `Copy`, so every waiter gets its own copy.
@@ -113,6 +127,32 @@ pub enum FatalError {
     /// continued with state that may not match the disk.
     #[error("WAL invariant broken: {0}")]
     Invariant(&'static str),
+    /// The Redis server refused a write for good (an error reply that is not a connection
+    /// problem and not transient): it will never be confirmed, so the log stops. The server's
+    /// message is in the log.
+    #[error("Redis refused a write: {0}")]
+    Redis(RedisRefusal),
+}
+
+/// Why the Redis server refused a write of the `redis` backend for good (see
+/// [`FatalError::Redis`]). `Copy`, like [`FatalError`]; the server's own words are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RedisRefusal {
+    /// `WRONGTYPE`: a key of this node and core holds another type (something else writes
+    /// there).
+    #[error("WRONGTYPE: a key of this node holds a value of another type")]
+    WrongType,
+    /// `NOPERM`, `NOAUTH`, `WRONGPASS` or a failed authentication: the ACL of the configured
+    /// user does not allow the commands.
+    #[error("permission denied (ACL or authentication)")]
+    NoPermission,
+    /// Any other error reply (`ERR ...`, `EXECABORT` for a reason that is not transient).
+    #[error("error reply")]
+    Rejected,
+    /// A reply of a shape the backend never asks for (e.g. `INCRBY` not answering an integer
+    /// in range).
+    #[error("unexpected reply")]
+    UnexpectedReply,
 }
 
 impl StorageError {

@@ -1,5 +1,5 @@
-//! Storage shell of one data-plane core: the backend trait of SPEC §5 and its `memory` and
-//! `file` backends.
+//! Storage shell of one data-plane core: the backend trait of SPEC §5 and its `memory`,
+//! `file` and `redis` backends.
 //!
 //! The protocol logic of the write-ahead log (record format, recovery, group commit, segment
 //! lifecycle, dedup window, msg_id reservations) lives in the sans-IO crate `mesh-wal`. This
@@ -12,6 +12,7 @@
 //! | [`error`] | [`StorageError`], the crate's error boundary |
 //! | [`memory`] | [`MemoryStorage`]: same semantics, nothing survives the process |
 //! | [`mod@file`] | [`FileStorage`]: preallocated, mapped segment files, fdatasync through io_uring |
+//! | [`mod@redis`] | [`RedisStorage`]: the core's state in a Redis server, so a replacement node can take over |
 //!
 //! # Completion model
 //!
@@ -21,6 +22,8 @@
 //! durable), [`Storage::wait_durable`] a future that resolves once a ticket is. The
 //! `file` backend runs one driver task on the caller's glommio executor that issues the
 //! `fdatasync`s the group-commit machine asks for, through io_uring; nothing blocks the thread.
+//! The `redis` backend's driver task hands writes to a dedicated I/O thread that owns the
+//! Redis connection, and advances the watermark only when Redis confirmed them.
 //! See `README.md` for how an engine core drives it.
 #![deny(unsafe_code)]
 
@@ -28,12 +31,14 @@ pub mod durable;
 pub mod error;
 pub mod file;
 pub mod memory;
+pub mod redis;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use self::redis::{RedisConfig, RedisStats, RedisStorage};
 pub use durable::{Ticket, WaitDurable, WaitProgress};
-pub use error::{BusyReason, StorageError};
+pub use error::{BusyReason, RedisRefusal, StorageError};
 pub use file::{FileConfig, FileStorage};
 pub use memory::MemoryStorage;
 pub use mesh_wal::MsgKey;
