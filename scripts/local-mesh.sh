@@ -26,7 +26,8 @@ cleanup() { trap - EXIT INT TERM; kill -TERM "${pids[@]}" 2>/dev/null || true; w
 trap cleanup EXIT INT TERM
 start() { # id listen metrics [connect]
   local id=$1 listen=$2 metrics=$3; shift 3
-  local args=(--node-id "$id" --listen "$listen" --metrics-listen "$metrics")
+  local args=(--node-id "$id" --listen "$listen" --metrics-listen "$metrics"
+              --data-dir "$run_dir/node-$id" --wal-segment-mib 16 --wal-segments 8)
   [ $# -gt 0 ] && args+=(--connect "$1")
   if [ "$tls" = 1 ]; then
     args+=(--tls --cert "$run_dir/certs/node-$id.pem" --key "$run_dir/certs/node-$id.key"

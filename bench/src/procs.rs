@@ -186,6 +186,12 @@ impl MeshCluster {
                 .arg(metrics.to_string())
                 .arg("--keepalive-ms")
                 .arg("1000")
+                // Compared with NATS core (no persistence): forwarding and at-most-once
+                // delivery, nothing stored.
+                .arg("--storage")
+                .arg("memory")
+                .arg("--delivery")
+                .arg("raw")
                 .env("MESH_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

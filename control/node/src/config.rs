@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use mesh_engine::{DeliveryMode, DurabilityMode, StorageSpec};
 use serde::Deserialize;
 
 /// How executors are placed on CPUs.
@@ -91,6 +92,27 @@ pub struct NodeArgs {
     /// Address of the gRPC API (with `--enable-grpc`; default 127.0.0.1:50051).
     #[arg(long)]
     pub grpc_listen: Option<SocketAddr>,
+    /// Directory for this node's data (the WAL): default `mesh-data/node-<id>`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where messages and dedup state are kept: `file` (the WAL, default) or `memory`
+    /// (nothing survives a restart).
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// When a message counts as persisted: `always`, `batch` (default) or `none`.
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// Size of one WAL segment file in MiB (default 64).
+    #[arg(long)]
+    pub wal_segment_mib: Option<usize>,
+    /// WAL segment files per core (default 16).
+    #[arg(long)]
+    pub wal_segments: Option<usize>,
+    /// How DATA is delivered: `raw` (forwarded and handed over at most once; the default for
+    /// now) or `exactly-once` (persisted, deduplicated, DELIVERED / retransmitted; see
+    /// docs/decisions.md for its state).
+    #[arg(long)]
+    pub delivery: Option<String>,
 }
 
 /// A complete, checked node configuration.
@@ -120,6 +142,12 @@ pub struct NodeConfig {
     pub keepalive_ms: u64,
     /// Where the gRPC API listens; `None` when it is off.
     pub grpc_listen: Option<SocketAddr>,
+    /// Where messages and dedup state are kept.
+    pub storage: StorageSpec,
+    /// When a message counts as persisted.
+    pub durability: DurabilityMode,
+    /// How DATA is delivered.
+    pub delivery: DeliveryMode,
 }
 
 /// The files TLS needs.
@@ -208,6 +236,12 @@ impl NodeArgs {
             keepalive_ms: self.keepalive_ms.or(file.keepalive_ms),
             enable_grpc: self.enable_grpc || file.enable_grpc,
             grpc_listen: self.grpc_listen.or(file.grpc_listen),
+            data_dir: self.data_dir.or(file.data_dir),
+            storage: self.storage.or(file.storage),
+            durability: self.durability.or(file.durability),
+            wal_segment_mib: self.wal_segment_mib.or(file.wal_segment_mib),
+            wal_segments: self.wal_segments.or(file.wal_segments),
+            delivery: self.delivery.or(file.delivery),
         }
     }
 }
@@ -222,6 +256,27 @@ impl NodeConfig {
                 message: "must be a non-zero 64-bit integer".into(),
             });
         }
+        let durability =
+            match args.durability.as_deref() {
+                None => DurabilityMode::Batch,
+                Some(d) => d.parse().map_err(|e: mesh_storage::ParseDurabilityError| {
+                    ConfigError::Invalid {
+                        key: "durability",
+                        message: e.to_string(),
+                    }
+                })?,
+            };
+        let storage = resolve_storage(&args, node_id)?;
+        let delivery = match args.delivery.as_deref().unwrap_or("raw") {
+            "raw" => DeliveryMode::Raw,
+            "exactly-once" => DeliveryMode::ExactlyOnce,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "delivery",
+                    message: format!("`{other}` is not one of raw, exactly-once"),
+                });
+            }
+        };
         let cores = args.cores.unwrap_or(1);
         let online = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let placement = args.placement.unwrap_or(PlacementArg::Unbound);
@@ -300,7 +355,46 @@ impl NodeConfig {
             log_format: args.log_format.unwrap_or_default(),
             keepalive_ms,
             grpc_listen,
+            storage,
+            durability,
+            delivery,
         })
+    }
+}
+
+/// The storage keys: `storage`, `data-dir`, `wal-segment-mib`, `wal-segments`.
+fn resolve_storage(args: &NodeArgs, node_id: u64) -> Result<StorageSpec, ConfigError> {
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("mesh-data/node-{node_id}")));
+    match args.storage.as_deref().unwrap_or("file") {
+        "memory" => Ok(StorageSpec::Memory),
+        "file" => {
+            let mib = args.wal_segment_mib.unwrap_or(64);
+            if !(1..=1024).contains(&mib) {
+                return Err(ConfigError::Invalid {
+                    key: "wal-segment-mib",
+                    message: format!("{mib} is outside 1..=1024"),
+                });
+            }
+            let segments = args.wal_segments.unwrap_or(16);
+            if !(4..=4096).contains(&segments) {
+                return Err(ConfigError::Invalid {
+                    key: "wal-segments",
+                    message: format!("{segments} is outside 4..=4096"),
+                });
+            }
+            Ok(StorageSpec::File {
+                dir: dir.join("wal"),
+                segment_len: mib << 20,
+                segments,
+            })
+        }
+        other => Err(ConfigError::Invalid {
+            key: "storage",
+            message: format!("`{other}` is not one of file, memory"),
+        }),
     }
 }
 

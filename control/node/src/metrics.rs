@@ -29,7 +29,7 @@ pub fn render(
     grpc: &GrpcMetrics,
 ) -> String {
     let mut out = String::with_capacity(8 << 10);
-    let per_core: [CoreCounter; 16] = [
+    let per_core: [CoreCounter; 19] = [
         ("mesh_frames_in_total", "Frames read from peers.", |m| {
             &m.frames_in
         }),
@@ -87,6 +87,21 @@ pub fn render(
         ("mesh_frames_out_total", "Frames written to peers.", |m| {
             &m.frames_out
         }),
+        (
+            "mesh_outbox_in_flight",
+            "Messages originated here and kept until the destination stored them.",
+            |m| &m.outbox_in_flight,
+        ),
+        (
+            "mesh_inbox_held",
+            "Messages stored here for local applications, not yet acked.",
+            |m| &m.inbox_held,
+        ),
+        (
+            "mesh_retransmits_total",
+            "Messages sent again (timeout, reconnect, route change).",
+            |m| &m.retransmits,
+        ),
         (
             "mesh_buffers_reused_total",
             "Read buffers served from the core's pool.",

@@ -46,6 +46,16 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
     };
     ecfg.require_tls = cfg.require_tls;
     ecfg.keepalive_interval = Duration::from_millis(cfg.keepalive_ms);
+    ecfg.storage = cfg.storage.clone();
+    ecfg.durability = cfg.durability;
+    ecfg.delivery.mode = cfg.delivery;
+    if let mesh_engine::StorageSpec::File { dir, .. } = &cfg.storage {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        info!(dir = %dir.display(), durability = %cfg.durability, "write-ahead log");
+    } else {
+        warn!("storage is in memory: messages and dedup state do not survive a restart");
+    }
     let routes: RouteSnapshot = Arc::new(StaticRoutes::new(cfg.domain, 0));
     let engine = Arc::new(mesh_engine::start(ecfg, &routes).context("starting the data plane")?);
     info!(

@@ -9,8 +9,12 @@
 //! machine (HELLO, keepalive, CLOSE) is `mesh-session`'s, driven on every call.
 //!
 //! The node stamps what a client sends with its own node id and domain and a msg_id it
-//! allocates. Delivery to a subscriber is at most once in this version: the storage layer
-//! (WAL, acknowledgements) makes it exactly once.
+//! allocates, persists it, and reports what becomes of it in [`Receipt`]s (PERSISTED once its
+//! record is durable, then DELIVERED, ACK_SUCCESS / ACK_FAILURE or FAILED): [`Client::send`]
+//! returns the client's own sequence number, which each receipt echoes. A subscriber gets every
+//! message stored for the node until it [`Client::ack`]s it; an unacked message is offered
+//! again (with [`Delivery::redelivered`] set). Messages larger than one frame are chunked and
+//! travel at most once in this version.
 //!
 //! ```no_run
 //! use mesh_client::{Client, ClientOptions};
@@ -100,6 +104,37 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Hops left (TTL) when it arrived.
     pub ttl: u8,
+    /// The sender wants the application's ack reported back to it.
+    pub require_ack: bool,
+    /// Offered before and not acked in time (or the node restarted since).
+    pub redelivered: bool,
+}
+
+/// What the node reports about a message this client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The sequence number [`Client::send`] returned for it.
+    pub seq: u64,
+    /// The msg_id the node gave it (unique for the node, never reused).
+    pub msg_id: u64,
+    /// The status reached: a `mesh.v1.MessageStatus` number (see [`status`]).
+    pub status: u16,
+}
+
+/// `mesh.v1.MessageStatus` numbers found in [`Receipt::status`].
+pub mod status {
+    /// Durable at the origin node: it will arrive, across crashes of any node.
+    pub const PERSISTED: u16 = 2;
+    /// Stored at the destination node.
+    pub const DELIVERED: u16 = 4;
+    /// The destination application acked it.
+    pub const ACK_SUCCESS: u16 = 6;
+    /// The destination application rejected it.
+    pub const ACK_FAILURE: u16 = 7;
+    /// The destination was never known to the mesh.
+    pub const UNDELIVERABLE: u16 = 8;
+    /// Given up (expired, retries exhausted, refused).
+    pub const FAILED: u16 = 11;
 }
 
 /// A session with the local node.
@@ -115,6 +150,8 @@ pub struct Client {
     next_msg: u64,
     /// Deliveries read but not yet returned by [`Client::recv`], in arrival order.
     pending: std::collections::VecDeque<Delivery>,
+    /// Receipts read but not yet returned by [`Client::receipts`], in arrival order.
+    receipts: std::collections::VecDeque<Receipt>,
     /// When [`Client::flush`] next takes in what the node sent.
     next_input_poll: Instant,
 }
@@ -174,6 +211,7 @@ impl Client {
             closed: None,
             next_msg: 1,
             pending: std::collections::VecDeque::new(),
+            receipts: std::collections::VecDeque::new(),
             next_input_poll: now,
         };
         let deadline = now + options.connect_timeout;
@@ -196,13 +234,14 @@ impl Client {
     }
 
     /// Queues a message to `dst_node` (in `dst_domain`, 0 when unknown: the node resolves it).
-    /// Goes out at the next [`Client::flush`] or when the write buffer fills.
+    /// Goes out at the next [`Client::flush`] or when the write buffer fills. Returns this
+    /// client's sequence number for the message, echoed by its [`Receipt`]s.
     pub fn send(
         &mut self,
         dst_node: u64,
         dst_domain: u32,
         payload: &[u8],
-    ) -> Result<(), ClientError> {
+    ) -> Result<u64, ClientError> {
         self.send_with(
             dst_node,
             dst_domain,
@@ -212,7 +251,9 @@ impl Client {
         )
     }
 
-    /// Queues a message with metadata and flags; messages larger than a frame are chunked.
+    /// Queues a message with metadata and flags (`REQUIRE_ACK`: report the destination
+    /// application's ack); messages larger than a frame are chunked. Returns the sequence
+    /// number, as [`Client::send`].
     pub fn send_with(
         &mut self,
         dst_node: u64,
@@ -220,7 +261,7 @@ impl Client {
         meta: &Metadata,
         flags: Flags,
         payload: Bytes,
-    ) -> Result<(), ClientError> {
+    ) -> Result<u64, ClientError> {
         if dst_node == 0 {
             return Err(ClientError::Invalid("dst_node must not be 0"));
         }
@@ -235,7 +276,8 @@ impl Client {
         env.dst_domain = dst_domain;
         // The node replaces src and msg_id; a client-local counter keeps chunks of one message
         // together until then.
-        env.msg_id = self.next_msg;
+        let seq = self.next_msg;
+        env.msg_id = seq;
         self.next_msg += 1;
         let chunks = chunk_message(&env, meta, &MetaLimits::default(), payload, &limits)
             .map_err(|e| ClientError::Frame(e.to_string()))?;
@@ -246,7 +288,55 @@ impl Client {
         if self.out.len() >= self.write_buffer_len {
             self.flush()?;
         }
+        Ok(seq)
+    }
+
+    /// Acknowledges a delivery (`success = false` rejects it: its sender sees ACK_FAILURE).
+    /// The node stops offering it once the ack arrives. Goes out at the next flush.
+    pub fn ack(&mut self, src_node: u64, msg_id: u64, success: bool) -> Result<(), ClientError> {
+        self.check_open()?;
+        let mut env = Envelope::new(FrameKind::Ack);
+        env.dst_node = src_node;
+        env.msg_id = msg_id;
+        let meta = Metadata {
+            ack_success: Some(success),
+            ..Metadata::default()
+        };
+        let f = mesh_wire::encode_frame_with_meta(
+            &env,
+            &meta,
+            &MetaLimits::default(),
+            Bytes::new(),
+            &Limits::default(),
+        )
+        .map_err(|e| ClientError::Frame(e.to_string()))?;
+        f.write_to(&mut self.out);
+        self.session.note_sent(Instant::now());
+        if self.out.len() >= self.write_buffer_len {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// Receipts that arrived so far (after a [`Client::flush`], [`Client::recv`] or
+    /// [`Client::wait_receipts`] took in the node's frames), oldest first.
+    pub fn receipts(&mut self) -> Vec<Receipt> {
+        self.receipts.drain(..).collect()
+    }
+
+    /// Flushes, then waits up to `timeout` for at least one receipt; returns those that came.
+    pub fn wait_receipts(&mut self, timeout: Duration) -> Result<Vec<Receipt>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        self.flush()?;
+        while self.receipts.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.read_some(Some(left))?;
+            self.flush()?;
+        }
+        Ok(self.receipts())
     }
 
     /// Writes everything buffered. Also takes in, without waiting, what the node sent
@@ -410,6 +500,19 @@ impl Client {
     }
 
     fn take(&mut self, frame: Frame<BytesMut>, now: Instant) {
+        if frame.kind() == FrameKind::Ack {
+            // A receipt from the node about one of our messages.
+            if let Ok(m) = frame.meta(&MetaLimits::default())
+                && let (Some(seq), Some(status)) = (m.client_seq, m.status)
+            {
+                self.receipts.push_back(Receipt {
+                    seq,
+                    msg_id: frame.envelope().msg_id,
+                    status,
+                });
+            }
+            return;
+        }
         if frame.kind() != FrameKind::Data {
             return;
         }
@@ -424,6 +527,8 @@ impl Client {
                     corr_id: meta.corr_id,
                     payload: Bytes::from(m.to_contiguous()),
                     ttl: m.envelope.ttl,
+                    require_ack: m.envelope.flags.contains(Flags::REQUIRE_ACK),
+                    redelivered: m.envelope.flags.contains(Flags::RETRANSMIT),
                 });
             }
             return;
@@ -440,6 +545,8 @@ impl Client {
             corr_id,
             payload: payload.freeze(),
             ttl: env.ttl,
+            require_ack: env.flags.contains(Flags::REQUIRE_ACK),
+            redelivered: env.flags.contains(Flags::RETRANSMIT),
         });
     }
 }

@@ -30,6 +30,8 @@ fn node(id: u64, connect: Vec<std::net::SocketAddr>, routes: StaticRoutes) -> En
     let mut cfg = EngineConfig::new(id, 1, "127.0.0.1:0".parse().unwrap());
     cfg.connect = connect;
     cfg.keepalive_interval = Duration::from_secs(1);
+    // Routing and forwarding under test: deliveries go to the control side as they arrive.
+    cfg.delivery.mode = mesh_engine::DeliveryMode::Raw;
     start(cfg, &(Arc::new(routes) as RouteSnapshot)).unwrap()
 }
 

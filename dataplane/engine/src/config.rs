@@ -1,11 +1,32 @@
 //! Engine configuration: what the node binary hands the data plane at start.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_wire::Limits;
 
+use crate::delivery::DeliveryConfig;
 use crate::queue::QueueLimits;
+
+pub use mesh_storage::DurabilityMode;
+
+/// Where each core keeps its messages and dedup state (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StorageSpec {
+    /// In memory: nothing survives the process (tests, ephemeral nodes).
+    #[default]
+    Memory,
+    /// The write-ahead log: preallocated segment files under `dir`, one log per core.
+    File {
+        /// The node's WAL directory.
+        dir: PathBuf,
+        /// Length of one segment file (a multiple of 4096).
+        segment_len: usize,
+        /// Segment files per core.
+        segments: usize,
+    },
+}
 
 /// How executors are placed on CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,6 +77,12 @@ pub struct EngineConfig {
     pub io_memory: usize,
     /// Capacity of each core's inbox and of the events mailbox to the control thread.
     pub mailbox_capacity: usize,
+    /// Where messages and dedup state are kept.
+    pub storage: StorageSpec,
+    /// When an append counts as durable.
+    pub durability: DurabilityMode,
+    /// Exactly-once delivery settings.
+    pub delivery: DeliveryConfig,
     /// Most bytes of retired read buffers each core's pool keeps for reuse (counting buffers
     /// whose frames are still queued; all of it is idle once traffic stops). The default
     /// matches one peer queue's byte bound, so a core forwarding into a full queue recycles
@@ -84,6 +111,9 @@ impl EngineConfig {
             io_memory: 512 << 10,
             mailbox_capacity: 65_536,
             buffer_pool_bytes: 64 << 20,
+            storage: StorageSpec::Memory,
+            durability: DurabilityMode::Batch,
+            delivery: DeliveryConfig::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::buffers::{CoreBuffers, PEER_READ_CHUNK_LEN};
 use crate::core::{Core, Dispatch, EngineEvent, SessionCtl, SessionSlot};
+use crate::delivery::{DeliveryMode, NotNow};
 use crate::metrics::CoreMetrics;
 use crate::queue::{OutItem, PeerQueue};
 use crate::transport::Transport;
@@ -141,6 +142,8 @@ enum Stalled {
     Queue(Frame<BytesMut>),
     /// Wait a moment, then retry.
     Later(Frame<BytesMut>, Timer),
+    /// A native client's message the core could not take yet: offer it again shortly.
+    Client(Frame<BytesMut>, Timer),
 }
 
 impl Conn {
@@ -208,6 +211,11 @@ impl Conn {
             self.timer = None;
         }
         if self.session.poll_timeout().is_some_and(|d| d <= now) {
+            if self.stalled.is_some() {
+                // This side stopped reading (backpressure): the peer's silence is ours, not a
+                // sign of death. Its keepalives wait unread in the socket.
+                self.session.note_received(now);
+            }
             self.session.handle_timeout(now);
         }
     }
@@ -302,6 +310,10 @@ impl Conn {
                 subscribe = peer.capabilities.contains(Capabilities::SUBSCRIBE),
                 "client attached"
             );
+            self.core
+                .clients
+                .borrow_mut()
+                .insert(self.id, self.queue.clone());
             if peer.capabilities.contains(Capabilities::SUBSCRIBE) {
                 self.core.add_subscriber(self.id, self.queue.clone());
                 self.subscriber = true;
@@ -349,11 +361,36 @@ impl Conn {
                 }
                 f
             }
+            Stalled::Client(f, mut t) => {
+                if Pin::new(&mut t).poll(cx).is_pending() {
+                    self.stalled = Some(Stalled::Client(f, t));
+                    return false;
+                }
+                return self.accept_client_data(cx, f);
+            }
         };
         self.route_again(cx, frame)
     }
 
     /// Routes one frame. Returns false when it stalled.
+    /// Hands a native client's (unchunked) message to the core's delivery machines, which
+    /// persist and track it. Returns false when it must wait (the client is back-pressured).
+    fn accept_client_data(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
+        match self
+            .core
+            .delivery
+            .accept_client_data(&self.core, self.id, frame)
+        {
+            Ok(()) => true,
+            Err(NotNow(f)) => {
+                let mut t = Timer::new(RETRY_DELAY);
+                let _ = Pin::new(&mut t).poll(cx);
+                self.stalled = Some(Stalled::Client(f, t));
+                false
+            }
+        }
+    }
+
     fn route(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
         let d = self.core.dispatch(frame);
         self.after_dispatch(cx, d)
@@ -475,6 +512,26 @@ impl Conn {
     fn handle_routed(&mut self, cx: &mut Context<'_>, mut frame: Frame<BytesMut>) -> bool {
         let from = self.peer.as_ref().map_or(0, |p| p.node_id);
         if self.peer.as_ref().is_some_and(|p| p.role == Role::Client) {
+            if frame.kind() == FrameKind::Data
+                && self.core.delivery.mode() == DeliveryMode::ExactlyOnce
+                && !frame.flags().contains(mesh_wire::Flags::CHUNK)
+            {
+                return self.accept_client_data(cx, frame);
+            }
+            if frame.kind() == FrameKind::Ack
+                && self.core.delivery.mode() == DeliveryMode::ExactlyOnce
+            {
+                // The application acks a message it was offered: (src_node, msg_id) are the
+                // message's, sent back as dst_node and msg_id.
+                let env = frame.envelope();
+                let success = frame
+                    .meta(&mesh_wire::MetaLimits::default())
+                    .ok()
+                    .and_then(|m| m.ack_success)
+                    .unwrap_or(true);
+                self.core.client_ack(env.dst_node, env.msg_id, success);
+                return true;
+            }
             if frame.kind() == FrameKind::Data {
                 let Some(id) = self.client_msg_id(&frame) else {
                     self.session
@@ -530,6 +587,7 @@ impl Conn {
 
     fn finish(self) -> ConnOutcome {
         CoreMetrics::sub(&self.core.metrics.sessions_open, 1);
+        self.core.clients.borrow_mut().remove(&self.id);
         if self.subscriber {
             self.core.remove_subscriber(self.id);
             let left = self.queue.close();
@@ -562,7 +620,7 @@ impl Conn {
                 reason,
             });
         }
-        if let Some(Stalled::Queue(_) | Stalled::Later(..)) = self.stalled {
+        if let Some(Stalled::Queue(_) | Stalled::Later(..) | Stalled::Client(..)) = self.stalled {
             self.core
                 .metrics
                 .count_drop(crate::metrics::DropReason::SessionClosed);

@@ -27,6 +27,7 @@ use mesh_wire::{
 
 use crate::buffers::CoreBuffers;
 use crate::config::EngineConfig;
+use crate::delivery::{CoreDelivery, DeliveryMode, owner_core, source_core};
 use crate::mailbox::{MailboxError, MailboxSender};
 use crate::metrics::{CoreMetrics, DropReason};
 use crate::queue::{OutItem, PeerQueue};
@@ -71,6 +72,20 @@ pub enum CoreMsg {
     Connect(SocketAddr),
     /// A frame for this node, from a core without a native subscriber.
     Deliver(Frame<BytesMut>),
+    /// A frame for this node's delivery machines on this core: DATA from a source this core
+    /// owns, or DELIVERED / ACK / NACK for a msg_id it allocated.
+    Delivery(Frame<BytesMut>),
+    /// A stored message for a native subscriber on this core.
+    Offer(OutFrame),
+    /// A native subscriber acked a message whose source this core owns.
+    ClientAck {
+        /// The message's origin.
+        src_node: u64,
+        /// The message.
+        msg_id: u64,
+        /// Accepted or rejected.
+        success: bool,
+    },
     /// Core `core` now has (or no longer has) native subscribers.
     Subscribers {
         /// The core.
@@ -176,6 +191,17 @@ pub(crate) enum Dispatch {
     Retry(Frame<BytesMut>),
 }
 
+/// Where a stored message for this node's applications goes.
+#[derive(Debug)]
+pub(crate) enum SubscriberTarget {
+    /// No native subscriber on the node.
+    None,
+    /// The oldest subscriber on this core.
+    Local(Rc<PeerQueue>),
+    /// Another core that has one.
+    Core(usize),
+}
+
 /// The state of one core.
 pub(crate) struct Core {
     pub(crate) id: usize,
@@ -190,6 +216,10 @@ pub(crate) struct Core {
     pub(crate) metrics: Arc<CoreMetrics>,
     /// Read buffers of this core's connections.
     pub(crate) buffers: CoreBuffers,
+    /// Exactly-once delivery: this core's outbox, inbox and storage.
+    pub(crate) delivery: CoreDelivery,
+    /// Native clients attached to this core, for receipts.
+    pub(crate) clients: RefCell<HashMap<SessionId, Rc<PeerQueue>>>,
     next_session: Cell<u64>,
     pub(crate) shutting_down: Cell<bool>,
     /// Native clients on this core that asked for this node's deliveries, oldest first.
@@ -212,6 +242,7 @@ impl Core {
         inboxes: Vec<MailboxSender<CoreMsg>>,
         events: MailboxSender<EngineEvent>,
         metrics: Arc<CoreMetrics>,
+        delivery: CoreDelivery,
     ) -> Self {
         let table = SessionTable::new(cfg.node_id, cfg.max_sessions);
         let buffers = CoreBuffers::new(cfg.buffer_pool_bytes, metrics.clone());
@@ -225,6 +256,8 @@ impl Core {
             inboxes,
             events,
             buffers,
+            delivery,
+            clients: RefCell::new(HashMap::new()),
             metrics,
             next_session: Cell::new(1),
             shutting_down: Cell::new(false),
@@ -258,6 +291,8 @@ impl Core {
         if first {
             self.announce_subscribers(true);
         }
+        drop(subs);
+        self.subscribers_changed();
     }
 
     /// A subscriber's session ended.
@@ -268,6 +303,8 @@ impl Core {
         if before > 0 && subs.is_empty() {
             self.announce_subscribers(false);
         }
+        drop(subs);
+        self.subscribers_changed();
     }
 
     fn announce_subscribers(&self, present: bool) {
@@ -288,6 +325,136 @@ impl Core {
         if present {
             cores.push(core);
             cores.sort_unstable();
+        }
+        drop(cores);
+        self.subscribers_changed();
+    }
+
+    fn subscribers_changed(&self) {
+        let count = self.subscribers.borrow().len() + self.subscriber_cores.borrow().len();
+        self.delivery.handle_subscribers(count);
+    }
+
+    /// Where the next stored message for the applications goes.
+    pub(crate) fn subscriber_target(&self) -> SubscriberTarget {
+        if let Some((_, q)) = self.subscribers.borrow().first() {
+            return SubscriberTarget::Local(q.clone());
+        }
+        match self.subscriber_cores.borrow().first() {
+            Some(&c) => SubscriberTarget::Core(c),
+            None => SubscriberTarget::None,
+        }
+    }
+
+    /// A stored message handed over by its owner core, for a subscriber here.
+    pub(crate) fn offer_from_core(&self, frame: OutFrame) {
+        let q = self.subscribers.borrow().first().map(|(_, q)| q.clone());
+        match q {
+            Some(q) if q.push(OutItem::Local(frame), true).is_ok() => {}
+            // The subscriber left: the owner offers it again after its redelivery timeout.
+            _ => self.metrics.count_drop(DropReason::SessionClosed),
+        }
+    }
+
+    /// The next hop towards `dst_node` in this core's route snapshot.
+    pub(crate) fn next_hop(
+        &self,
+        src_node: u64,
+        dst_domain: u32,
+        dst_node: u64,
+        msg_id: u64,
+    ) -> Option<u64> {
+        self.routes
+            .borrow()
+            .next_hop(src_node, dst_domain, dst_node, msg_id)
+    }
+
+    /// Tells a native client what became of one of its messages (a receipt: an ACK frame on
+    /// the client's session with the node's msg_id, the client's own number and the status).
+    pub(crate) fn send_receipt(
+        &self,
+        client: SessionId,
+        msg_id: u64,
+        client_seq: u64,
+        status: u16,
+    ) {
+        let Some(q) = self.clients.borrow().get(&client).cloned() else {
+            return;
+        };
+        let mut env = Envelope::new(FrameKind::Ack);
+        env.src_node = self.node_id();
+        env.src_domain = self.cfg.domain_id;
+        env.msg_id = msg_id;
+        let meta = Metadata {
+            status: Some(status),
+            client_seq: Some(client_seq),
+            ..Metadata::default()
+        };
+        if let Ok(frame) = encode_frame_with_meta(
+            &env,
+            &meta,
+            &MetaLimits::default(),
+            Bytes::new(),
+            &Limits::default(),
+        ) {
+            // Receipts are small and bounded by the client's own messages: never held back.
+            let _ = q.push(OutItem::Local(frame), true);
+        }
+    }
+
+    /// A native client acked a message: to the core that owns the message's source.
+    pub(crate) fn client_ack(&self, src_node: u64, msg_id: u64, success: bool) {
+        let owner = source_core(src_node, self.cfg.cores);
+        if owner == self.id {
+            self.delivery.handle_client_ack(src_node, msg_id, success);
+        } else if self.inboxes[owner]
+            .post(CoreMsg::ClientAck {
+                src_node,
+                msg_id,
+                success,
+            })
+            .is_err()
+        {
+            // The message is offered again after its redelivery timeout and acked then.
+            self.metrics.count_drop(DropReason::ControlBusy);
+        }
+    }
+
+    /// A frame for this node's delivery machines, on the core that owns it.
+    pub(crate) fn delivery_frame(&self, frame: Frame<BytesMut>) {
+        if frame.kind() == FrameKind::Data {
+            self.delivery.handle_inbound(self, frame);
+        } else if let Some(f) = self.delivery.handle_report(frame)
+            && !matches!(self.deliver(f), Dispatch::Done)
+        {
+            self.metrics.count_drop(DropReason::ControlBusy);
+        }
+    }
+
+    /// Routes a frame addressed to this node: exactly-once traffic to the delivery machines of
+    /// the core that owns it, the rest (chunks, raw mode, frames nobody tracks) as before.
+    fn arrive(&self, frame: Frame<BytesMut>) -> Dispatch {
+        let tracked = self.delivery.mode() == DeliveryMode::ExactlyOnce
+            && match frame.kind() {
+                FrameKind::Data => !frame.flags().contains(mesh_wire::Flags::CHUNK),
+                FrameKind::Delivered | FrameKind::Ack | FrameKind::Nack => true,
+                _ => false,
+            };
+        if !tracked {
+            return self.deliver(frame);
+        }
+        let owner = owner_core(&frame, self.cfg.cores);
+        if owner == self.id {
+            self.delivery_frame(frame);
+            return Dispatch::Done;
+        }
+        match self.inboxes[owner].post(CoreMsg::Delivery(frame)) {
+            Ok(()) => {
+                CoreMetrics::add(&self.metrics.cross_core, 1);
+                Dispatch::Done
+            }
+            Err(MailboxError::Full(CoreMsg::Delivery(f))) => Dispatch::Retry(f),
+            Err(_) => Dispatch::Done,
         }
     }
 
@@ -358,6 +525,7 @@ impl Core {
 
     pub(crate) fn set_routes(&self, routes: RouteSnapshot) {
         *self.routes.borrow_mut() = routes;
+        self.delivery.handle_route_change();
     }
 
     /// Registers an established session. Returns the close reason if this session must close
@@ -390,6 +558,7 @@ impl Core {
             }
         }
         self.slots.borrow_mut().insert(id, (node, side, slot));
+        self.delivery.handle_route_change();
         for (core, inbox) in self.inboxes.iter().enumerate() {
             if core != self.id {
                 let _ = inbox.post(CoreMsg::PeerUp {
@@ -462,6 +631,7 @@ impl Core {
             }
         }
         self.remote.borrow_mut().insert(peer, (core, side, session));
+        self.delivery.handle_route_change();
     }
 
     /// Another core's session with `peer` ended.
@@ -510,7 +680,7 @@ impl Core {
     fn dispatch_inner(&self, mut frame: Frame<BytesMut>, fresh: bool) -> Dispatch {
         let env = frame.envelope();
         if env.dst_node == self.node_id() {
-            return self.deliver(frame);
+            return self.arrive(frame);
         }
         if fresh && frame.decrement_ttl().is_none() {
             self.metrics.count_drop(DropReason::TtlExpired);

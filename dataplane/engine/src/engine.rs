@@ -13,9 +13,13 @@ use mesh_session::{Admission, AdmissionConfig, Backoff, BackoffConfig, ChannelSe
 use mesh_wire::{CloseReason, OutFrame};
 use tracing::{debug, info, warn};
 
-use crate::config::{EngineConfig, Placement};
+use mesh_storage::memory::MemoryConfig;
+use mesh_storage::{FileConfig, FileStorage, MemoryStorage, Storage};
+
+use crate::config::{EngineConfig, Placement, StorageSpec};
 use crate::conn::run_connection;
 use crate::core::{Core, CoreMsg, EngineEvent, Push};
+use crate::delivery::CoreDelivery;
 use crate::mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 use crate::metrics::CoreMetrics;
 use crate::routes::RouteSnapshot;
@@ -33,6 +37,14 @@ pub enum EngineError {
         /// Core index.
         core: usize,
         /// What glommio said.
+        detail: String,
+    },
+    /// The core's storage could not be opened (or recovery found corruption).
+    #[error("core {core}: storage: {detail}")]
+    Storage {
+        /// Core index.
+        core: usize,
+        /// What the storage said.
         detail: String,
     },
     /// The listen address could not be bound.
@@ -202,7 +214,7 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
         routes_rx.push(rx);
     }
     let metrics: Vec<Arc<CoreMetrics>> = (0..n).map(|_| Arc::new(CoreMetrics::default())).collect();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr, StartError>>();
     let mut threads = Vec::with_capacity(n);
     let mut listen_addr = cfg.listen;
     for (id, (rx, route_rx)) in inbox_rx.into_iter().zip(routes_rx).enumerate() {
@@ -222,8 +234,18 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
             .io_memory(cfg.io_memory);
         let handle = builder
             .spawn(move || async move {
-                let core = Rc::new(Core::new(id, core_cfg, routes, inboxes, events, m));
+                let delivery = match open_delivery(&core_cfg, id).await {
+                    Ok(d) => d,
+                    Err(detail) => {
+                        let _ = addr_tx.send(Err(StartError::Storage(detail)));
+                        return;
+                    }
+                };
+                let core = Rc::new(Core::new(
+                    id, core_cfg, routes, inboxes, events, m, delivery,
+                ));
                 glommio::spawn_local(take_routes(core.clone(), route_rx)).detach();
+                glommio::spawn_local(crate::delivery::run(core.clone())).detach();
                 run_core(core, rx, bind, addr_tx).await;
             })
             .map_err(|e| EngineError::Executor {
@@ -233,11 +255,14 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
         // Core 0 binds first; with port 0 the others must bind the port it got.
         match addr_rx.recv() {
             Ok(Ok(addr)) => listen_addr = addr,
-            Ok(Err(detail)) => {
+            Ok(Err(StartError::Listen(detail))) => {
                 return Err(EngineError::Listen {
                     addr: listen_addr,
                     detail,
                 });
+            }
+            Ok(Err(StartError::Storage(detail))) => {
+                return Err(EngineError::Storage { core: id, detail });
             }
             Err(_) => {
                 return Err(EngineError::Executor {
@@ -306,16 +331,48 @@ async fn take_routes(core: Rc<Core>, rx: MailboxReceiver<RouteSnapshot>) {
     }
 }
 
+/// Why a core could not start.
+#[derive(Debug)]
+enum StartError {
+    Listen(String),
+    Storage(String),
+}
+
+/// Opens the core's storage (recovering what it holds) and the delivery machines over it.
+async fn open_delivery(cfg: &EngineConfig, core: usize) -> Result<CoreDelivery, String> {
+    let partition = u8::try_from(core)
+        .map_err(|_| format!("core {core} has no msg_id partition (at most 256 cores)"))?;
+    let storage: Rc<dyn Storage> = match &cfg.storage {
+        StorageSpec::Memory => {
+            let mut m = MemoryConfig::new(partition);
+            m.mode = cfg.durability;
+            Rc::new(MemoryStorage::new(m).map_err(|e| e.to_string())?)
+        }
+        StorageSpec::File {
+            dir,
+            segment_len,
+            segments,
+        } => {
+            let fc = FileConfig::new(dir, partition)
+                .with_mode(cfg.durability)
+                .with_segment_len(*segment_len)
+                .with_segments(*segments);
+            Rc::new(FileStorage::open(fc).await.map_err(|e| e.to_string())?)
+        }
+    };
+    CoreDelivery::new(cfg.delivery, storage, cfg.limits)
+}
+
 async fn run_core(
     core: Rc<Core>,
     inbox: MailboxReceiver<CoreMsg>,
     bind: SocketAddr,
-    addr_tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+    addr_tx: std::sync::mpsc::Sender<Result<SocketAddr, StartError>>,
 ) {
     let listener = match TcpListener::bind(bind) {
         Ok(l) => l,
         Err(e) => {
-            let _ = addr_tx.send(Err(e.to_string()));
+            let _ = addr_tx.send(Err(StartError::Listen(e.to_string())));
             return;
         }
     };
@@ -353,6 +410,13 @@ async fn run_core(
                 glommio::spawn_local(dial_loop(core.clone(), addr, admission.clone())).detach();
             }
             CoreMsg::Deliver(frame) => core.deliver_from_core(frame),
+            CoreMsg::Delivery(frame) => core.delivery_frame(frame),
+            CoreMsg::Offer(frame) => core.offer_from_core(frame),
+            CoreMsg::ClientAck {
+                src_node,
+                msg_id,
+                success,
+            } => core.delivery.handle_client_ack(src_node, msg_id, success),
             CoreMsg::Subscribers { core: c, present } => core.remote_subscribers(c, present),
             CoreMsg::Shutdown => break,
         }

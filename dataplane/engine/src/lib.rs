@@ -18,6 +18,7 @@ mod buffers;
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod delivery;
 pub mod engine;
 pub mod mailbox;
 pub mod metrics;
@@ -26,8 +27,9 @@ pub mod routes;
 pub mod tls;
 pub mod transport;
 
-pub use config::{EngineConfig, Placement};
+pub use config::{DurabilityMode, EngineConfig, Placement, StorageSpec};
 pub use core::{CoreMsg, EngineEvent};
+pub use delivery::{DeliveryConfig, DeliveryMode};
 pub use engine::{EngineError, EngineHandle, SubmitError, start};
 pub use mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 pub use metrics::{CoreMetrics, DropReason};

@@ -77,6 +77,12 @@ pub struct CoreMetrics {
     pub buffers_allocated: AtomicU64,
     /// Bytes of retired read buffers the core's pool holds (gauge).
     pub buffer_pool_retained_bytes: AtomicU64,
+    /// Messages this core originated and keeps until DELIVERED (gauge).
+    pub outbox_in_flight: AtomicU64,
+    /// Messages stored here for local applications, not yet acked (gauge).
+    pub inbox_held: AtomicU64,
+    /// Messages sent again (timeout, reconnect, route change).
+    pub retransmits: AtomicU64,
     /// Drops, indexed like [`DropReason::ALL`].
     pub dropped: [AtomicU64; 5],
     /// Sessions established.

@@ -34,6 +34,8 @@ fn node_with(
     let mut cfg = EngineConfig::new(id, 1, any_port());
     cfg.connect = connect;
     cfg.queue = queue;
+    // Routing and forwarding under test: deliveries go to the control side as they arrive.
+    cfg.delivery.mode = mesh_engine::DeliveryMode::Raw;
     start(cfg, &(Arc::new(routes) as mesh_engine::RouteSnapshot)).expect("engine starts")
 }
 

@@ -39,6 +39,8 @@ fn node(id: u64, tls: TlsContext, connect: Vec<SocketAddr>, routes: StaticRoutes
     let mut cfg = EngineConfig::new(id, 1, "127.0.0.1:0".parse().unwrap());
     cfg.connect = connect;
     cfg.tls = Some(tls);
+    // Routing and forwarding under test: deliveries go to the control side as they arrive.
+    cfg.delivery.mode = mesh_engine::DeliveryMode::Raw;
     cfg.require_tls = true;
     start(cfg, &(Arc::new(routes) as RouteSnapshot)).unwrap()
 }

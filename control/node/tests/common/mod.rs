@@ -55,6 +55,12 @@ pub struct Node {
     /// `--enable-grpc --grpc-listen` on this address (off unless a test sets it, e.g. with
     /// [`Node::with_grpc`], before [`Node::start`]).
     pub grpc: Option<SocketAddr>,
+    /// `--data-dir`: kept across restarts of this node, removed when it is dropped.
+    pub data: tempfile::TempDir,
+    /// `--durability` (the node's default, `batch`, unless a test sets it).
+    pub durability: &'static str,
+    /// `--delivery` (the node's default, `raw`, unless a test sets it).
+    pub delivery: &'static str,
     child: Option<Child>,
 }
 
@@ -71,6 +77,9 @@ impl Node {
             connect,
             certs: None,
             grpc: None,
+            data: tempfile::tempdir().expect("a data directory"),
+            durability: "batch",
+            delivery: "raw",
             child: None,
         }
     }
@@ -94,6 +103,22 @@ impl Node {
             .arg(self.metrics.to_string())
             .arg("--keepalive-ms")
             .arg(self.keepalive_ms.to_string())
+            // A small WAL: 8 files of 4 MiB per core.
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--wal-segment-mib")
+            .arg("4")
+            .arg("--wal-segments")
+            .arg("8")
+            .arg("--durability")
+            .arg(self.durability)
+            .arg("--delivery")
+            .arg(self.delivery)
+            .args(
+                std::env::var("MESH_TEST_STORAGE")
+                    .map(|s| vec!["--storage".to_string(), s])
+                    .unwrap_or_default(),
+            )
             .env(
                 "MESH_LOG",
                 std::env::var("MESH_TEST_LOG").unwrap_or_else(|_| "warn".into()),

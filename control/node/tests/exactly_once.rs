@@ -1,0 +1,236 @@
+//! Exactly once end to end over real nodes (SPEC §5): 100,000 messages A -> B -> C while the
+//! transit node B is killed (SIGKILL) and restarted, and again while the origin A is killed and
+//! restarted. C's application receives each message at most once, and every message A reported
+//! PERSISTED arrives.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mesh_client::{Client, ClientError, ClientOptions, status};
+
+use common::Node;
+
+const A: u64 = 1;
+const B: u64 = 2;
+const C: u64 = 3;
+const MESSAGES: u64 = 100_000;
+
+fn line() -> (Node, Node, Node) {
+    let mut c = Node::new(C, vec![]);
+    let mut b = Node::new(B, vec![c.listen]);
+    let mut a = Node::new(A, vec![b.listen]);
+    for n in [&mut a, &mut b, &mut c] {
+        n.keepalive_ms = 200;
+        n.delivery = "exactly-once";
+    }
+    c.start();
+    b.start();
+    a.start();
+    for n in [&a, &b, &c] {
+        n.wait_metric("mesh_route_entries", 2, Duration::from_secs(20));
+    }
+    (a, b, c)
+}
+
+/// C's application: counts every payload it receives and acks it.
+struct Receiver {
+    counts: Arc<Mutex<HashMap<u64, u32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn attach(node: &Node) -> Receiver {
+        let mut client = Client::connect(
+            node.listen,
+            ClientOptions {
+                subscribe: true,
+                ..ClientOptions::default()
+            },
+        )
+        .expect("subscriber attaches");
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let counts = counts.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.recv(Some(Duration::from_millis(100))) {
+                        Ok(Some(d)) => {
+                            let seq = u64::from_be_bytes(d.payload[..8].try_into().unwrap());
+                            *counts.lock().unwrap().entry(seq).or_insert(0) += 1;
+                            client.ack(d.src_node, d.msg_id, true).unwrap();
+                        }
+                        Ok(None) => {}
+                        Err(e) => panic!("subscriber: {e}"),
+                    }
+                }
+                let _ = client.close();
+            })
+        };
+        Receiver {
+            counts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> HashMap<u64, u32> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.counts.lock().unwrap())
+    }
+}
+
+/// A's application: sends `MESSAGES` numbered messages from `from`, collecting PERSISTED
+/// receipts, until done or until its node goes away.
+fn produce(
+    node: SocketAddr,
+    from: u64,
+    persisted: &Mutex<HashSet<u64>>,
+    sent: &AtomicU64,
+) -> Result<(), ClientError> {
+    let mut client = Client::connect(node, ClientOptions::default())?;
+    let mut seq_to_msg = HashMap::new();
+    let mut seq = from;
+    while seq < MESSAGES {
+        for _ in 0..500 {
+            if seq >= MESSAGES {
+                break;
+            }
+            let s = client.send(C, 0, &seq.to_be_bytes())?;
+            seq_to_msg.insert(s, seq);
+            seq += 1;
+        }
+        client.flush()?;
+        sent.store(seq, Ordering::Relaxed);
+        take_receipts(&mut client, &seq_to_msg, persisted);
+    }
+    // Wait for the last receipts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while persisted.lock().unwrap().len() < seq_to_msg.len() && Instant::now() < deadline {
+        client.wait_receipts(Duration::from_millis(100))?;
+        take_receipts(&mut client, &seq_to_msg, persisted);
+    }
+    client.close()
+}
+
+fn take_receipts(
+    client: &mut Client,
+    seq_to_msg: &HashMap<u64, u64>,
+    persisted: &Mutex<HashSet<u64>>,
+) {
+    let mut p = persisted.lock().unwrap();
+    for r in client.receipts() {
+        if r.status == status::PERSISTED
+            && let Some(&n) = seq_to_msg.get(&r.seq)
+        {
+            p.insert(n);
+        }
+    }
+}
+
+/// Waits until C has every persisted message, then checks that none came twice.
+fn check(rx: Receiver, persisted: &HashSet<u64>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = rx.counts.lock().unwrap().clone();
+        let missing = persisted.iter().filter(|s| !got.contains_key(s)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {missing} of {} persisted messages never arrived ({} received)",
+            persisted.len(),
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Late retransmissions have time to show up as duplicates.
+    std::thread::sleep(Duration::from_secs(1));
+    let counts = rx.finish();
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        dups.is_empty(),
+        "{what}: delivered more than once: {dups:?}"
+    );
+    eprintln!(
+        "{what}: {} persisted, {} received, none twice",
+        persisted.len(),
+        counts.len()
+    );
+}
+
+#[test]
+#[ignore = "issue 4 open: the exactly-once path stops reporting PERSISTED after ~3,000 of 100,000 messages under load"]
+fn transit_node_killed_and_restarted_mid_stream() {
+    let (a, mut b, c) = line();
+    let rx = Receiver::attach(&c);
+    let persisted = Mutex::new(HashSet::new());
+    let sent = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| produce(a.listen, 0, &persisted, &sent));
+        while sent.load(Ordering::Relaxed) < MESSAGES / 3 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        b.kill();
+        std::thread::sleep(Duration::from_millis(500));
+        b.start();
+        producer
+            .join()
+            .unwrap()
+            .expect("the producer's node stays up");
+    });
+    let persisted = persisted.into_inner().unwrap();
+    assert_eq!(
+        persisted.len() as u64,
+        MESSAGES,
+        "A persisted every message"
+    );
+    check(rx, &persisted, "B killed");
+    assert!(
+        a.metric("mesh_retransmits_total").unwrap_or(0) > 0,
+        "messages lost with B were sent again"
+    );
+}
+
+#[test]
+#[ignore = "issue 4 open: the exactly-once path stops reporting PERSISTED after ~3,000 of 100,000 messages under load"]
+fn origin_killed_and_restarted_mid_stream() {
+    let (mut a, _b, c) = line();
+    let rx = Receiver::attach(&c);
+    let persisted = Mutex::new(HashSet::new());
+    let sent = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let addr = a.listen;
+        let (persisted, sent) = (&persisted, &sent);
+        let producer = s.spawn(move || produce(addr, 0, persisted, sent));
+        while sent.load(Ordering::Relaxed) < MESSAGES / 3 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        a.kill();
+        // The producer's session ends with its node; what A persisted before it died is
+        // retransmitted by A after its restart.
+        assert!(
+            producer.join().unwrap().is_err(),
+            "the producer saw its node die"
+        );
+        a.start();
+    });
+    let persisted = persisted.into_inner().unwrap();
+    assert!(
+        persisted.len() as u64 >= MESSAGES / 4,
+        "A persisted {} messages before it was killed",
+        persisted.len()
+    );
+    check(rx, &persisted, "A killed");
+}

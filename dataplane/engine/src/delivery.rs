@@ -1,0 +1,875 @@
+//! Exactly-once delivery on one core (SPEC §5): the shell that drives `mesh-delivery`'s
+//! [`Outbox`] and [`Inbox`] with this core's [`Storage`].
+//!
+//! **Origin.** A native client's DATA frame gets a msg_id from the core's storage (never reused
+//! across restarts), is stamped in place, appended to the WAL and handed to the outbox. Once the
+//! record is durable the client hears PERSISTED (a receipt frame) and the message leaves; it is
+//! kept, and retransmitted on timeout, when a peer comes up and when routes change, until the
+//! destination's DELIVERED (and, if the client asked, its application's ACK) arrives; then its
+//! record is settled. DELIVERED / ACK / NACK addressed to this node go to the core that owns
+//! the msg_id's partition (the core that allocated it).
+//!
+//! **Destination.** DATA addressed to this node goes to the core that owns its source
+//! (`src_node % cores`), which deduplicates by (src_node, msg_id) through the storage's
+//! persistent window, appends new messages to its inbound queue, answers DELIVERED once the
+//! record is durable (and again for every retransmission), offers each message to a native
+//! subscriber until it is acked (redelivering after a timeout), records the ack and sends ACK
+//! to the origin when asked.
+//!
+//! **Transit** nodes keep no per-message state: none of this runs for frames that only pass.
+//!
+//! Chunked messages (larger than one frame) still travel at most once in this version: their
+//! chunks are forwarded and reassembled, not tracked.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use glommio::timer::Timer;
+use mesh_delivery::{
+    Inbox, InboxConfig, InboxTransmit, MessageStatus, Outbox, OutboxConfig, OutboxEvent, Retransmit,
+};
+use mesh_storage::{Inbound, MsgKey, Storage, StorageError, Ticket};
+use mesh_wire::{
+    Envelope, Flags, Frame, FrameKind, Limits, MetaLimits, Metadata, NackReason, OutFrame,
+    encode_frame_with_meta,
+};
+use tracing::{debug, error, info, warn};
+
+use crate::core::{Core, CoreMsg, Push, SessionId, SubscriberTarget};
+use crate::metrics::{CoreMetrics, DropReason};
+use crate::queue::{OutItem, PeerQueue};
+
+/// How DATA addressed to this node is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryMode {
+    /// Exactly once (SPEC §5): deduplicated, persisted, DELIVERED to the origin, offered to
+    /// native subscribers until acked. Native clients' messages are persisted and tracked.
+    #[default]
+    ExactlyOnce,
+    /// Forwarding only, at most once (like NATS core): frames addressed to this node go to a
+    /// native subscriber or the control thread as they arrive; nothing is stored or answered.
+    /// For benchmarks of the forwarding path and tests of routing.
+    Raw,
+}
+
+/// Tuning of the delivery machines.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryConfig {
+    /// How DATA for this node is handled.
+    pub mode: DeliveryMode,
+    /// The origin's retransmission and status bounds.
+    pub outbox: OutboxConfig,
+    /// The destination's redelivery and holding bounds.
+    pub inbox: InboxConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::ExactlyOnce,
+            outbox: OutboxConfig::default(),
+            inbox: InboxConfig::default(),
+        }
+    }
+}
+
+/// Statuses a native client hears about its messages.
+fn receipt_worthy(status: MessageStatus) -> bool {
+    matches!(
+        status,
+        MessageStatus::Persisted
+            | MessageStatus::Delivered
+            | MessageStatus::AckSuccess
+            | MessageStatus::AckFailure
+            | MessageStatus::Undeliverable
+            | MessageStatus::Failed
+    )
+}
+
+/// The `mesh.v1.MessageStatus` number of a status.
+pub fn status_code(status: MessageStatus) -> u16 {
+    match status {
+        MessageStatus::Accepted => 1,
+        MessageStatus::Persisted => 2,
+        MessageStatus::Forwarded => 3,
+        MessageStatus::Delivered => 4,
+        MessageStatus::WaitingForClientAck => 5,
+        MessageStatus::AckSuccess => 6,
+        MessageStatus::AckFailure => 7,
+        MessageStatus::Undeliverable => 8,
+        MessageStatus::PendingNode => 9,
+        MessageStatus::Failed => 11,
+    }
+}
+
+/// An outbound message the origin keeps until it is settled.
+#[derive(Debug)]
+struct OutMsg {
+    /// The whole frame as stored (stamped with this node's id and the msg_id).
+    frame: Bytes,
+    /// The native client that sent it and its own number for it, for receipts.
+    client: Option<(SessionId, u64)>,
+}
+
+/// What waits for a WAL ticket to become durable.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Outbound(u64),
+    Inbound(u64, u64),
+    /// A duplicate whose first copy must be durable before DELIVERED is repeated.
+    Duplicate(u64, u64),
+}
+
+/// A wake-up for the core's delivery task.
+#[derive(Debug, Default)]
+struct Kick {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Kick {
+    fn kick(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+struct Kicked<'a>(&'a Kick);
+
+impl Future for Kicked<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.set.replace(false) {
+            Poll::Ready(())
+        } else {
+            *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// Why a native client's message was not taken now; the connection waits and retries.
+#[derive(Debug)]
+pub(crate) struct NotNow(pub(crate) Frame<BytesMut>);
+
+/// The delivery state of one core.
+pub(crate) struct CoreDelivery {
+    mode: DeliveryMode,
+    storage: Rc<dyn Storage>,
+    outbox: RefCell<Outbox>,
+    inbox: RefCell<Inbox>,
+    out_msgs: RefCell<HashMap<u64, OutMsg>>,
+    in_msgs: RefCell<HashMap<(u64, u64), Bytes>>,
+    pending: RefCell<VecDeque<(Ticket, Pending)>>,
+    /// Transmissions that found the next hop's queue full, oldest first.
+    blocked: RefCell<VecDeque<(Retransmit, OutFrame, Rc<PeerQueue>)>>,
+    /// Settle / ack records refused by a busy log, retried in order.
+    settle_later: RefCell<VecDeque<(MsgKey, bool)>>,
+    /// Domains of the sources this core heard from, to address answers.
+    domains: RefCell<HashMap<u64, u32>>,
+    kick: Kick,
+    in_flight_max: usize,
+}
+
+impl std::fmt::Debug for CoreDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreDelivery")
+            .field("mode", &self.mode)
+            .field("in_flight", &self.outbox.borrow().in_flight())
+            .field("held", &self.inbox.borrow().held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CoreDelivery {
+    /// The delivery state over `storage`; what the storage recovered is queued again.
+    pub(crate) fn new(
+        cfg: DeliveryConfig,
+        storage: Rc<dyn Storage>,
+        limits: Limits,
+    ) -> Result<Self, String> {
+        let inbox = Inbox::new(cfg.inbox).map_err(|e| e.to_string())?;
+        let d = Self {
+            mode: cfg.mode,
+            storage,
+            outbox: RefCell::new(Outbox::new(cfg.outbox)),
+            inbox: RefCell::new(inbox),
+            out_msgs: RefCell::new(HashMap::new()),
+            in_msgs: RefCell::new(HashMap::new()),
+            pending: RefCell::new(VecDeque::new()),
+            blocked: RefCell::new(VecDeque::new()),
+            settle_later: RefCell::new(VecDeque::new()),
+            domains: RefCell::new(HashMap::new()),
+            kick: Kick::default(),
+            in_flight_max: cfg.outbox.in_flight_max,
+        };
+        d.recover(&limits);
+        Ok(d)
+    }
+
+    #[allow(clippy::trivially_copy_pass_by_ref)] // `Limits` may grow.
+    fn recover(&self, limits: &Limits) {
+        let recovered = self.storage.take_recovered();
+        let now = Instant::now();
+        let (mut out, mut inn) = (0usize, 0usize);
+        for m in recovered.outbound {
+            let bytes = Bytes::from(m.frame);
+            let Ok(f) = OutFrame::from_bytes(bytes.clone(), limits) else {
+                warn!(
+                    msg_id = m.key.msg_id,
+                    "a recovered outbound record is not a frame; skipped"
+                );
+                continue;
+            };
+            let env = f.envelope();
+            let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
+            if self
+                .outbox
+                .borrow_mut()
+                .handle_recovered(m.key.msg_id, env.dst_node, require_ack, now)
+                .is_ok()
+            {
+                self.out_msgs.borrow_mut().insert(
+                    m.key.msg_id,
+                    OutMsg {
+                        frame: bytes,
+                        client: None,
+                    },
+                );
+                out += 1;
+            }
+        }
+        for m in recovered.inbound {
+            let bytes = Bytes::from(m.frame);
+            let Ok(f) = OutFrame::from_bytes(bytes.clone(), limits) else {
+                warn!(
+                    src = m.key.src_node,
+                    msg_id = m.key.msg_id,
+                    "a recovered inbound record is not a frame; skipped"
+                );
+                continue;
+            };
+            let env = f.envelope();
+            let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
+            self.domains
+                .borrow_mut()
+                .insert(env.src_node, env.src_domain);
+            self.inbox
+                .borrow_mut()
+                .handle_recovered(m.key.src_node, m.key.msg_id, require_ack);
+            self.in_msgs
+                .borrow_mut()
+                .insert((m.key.src_node, m.key.msg_id), bytes);
+            inn += 1;
+        }
+        if out + inn > 0 {
+            info!(
+                outbound = out,
+                inbound = inn,
+                "recovered messages to retransmit and to deliver"
+            );
+        }
+    }
+
+    pub(crate) fn mode(&self) -> DeliveryMode {
+        self.mode
+    }
+
+    /// Messages the origin keeps (accepted, not yet settled).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.outbox.borrow().in_flight()
+    }
+
+    /// Messages the destination holds (stored, not yet acked).
+    pub(crate) fn held(&self) -> usize {
+        self.inbox.borrow().held()
+    }
+
+    /// Origin: takes a native client's DATA frame. `NotNow` when the core cannot take more
+    /// right now (outbox full, next hop backlogged, msg_ids or log room pending): the
+    /// connection waits and offers it again, which back-pressures the client.
+    pub(crate) fn accept_client_data(
+        &self,
+        core: &Core,
+        client: SessionId,
+        mut frame: Frame<BytesMut>,
+    ) -> Result<(), NotNow> {
+        if self.outbox.borrow().in_flight() >= self.in_flight_max
+            || !self.blocked.borrow().is_empty()
+        {
+            return Err(NotNow(frame));
+        }
+        let msg_id = match self.storage.allocate_msg_id() {
+            Ok(id) => id,
+            Err(StorageError::Busy { .. }) => {
+                self.kick.kick();
+                return Err(NotNow(frame));
+            }
+            Err(e) => {
+                self.fatal(&e);
+                return Err(NotNow(frame));
+            }
+        };
+        let client_seq = frame.envelope().msg_id;
+        frame.set_origin(core.node_id(), core.cfg.domain_id, msg_id);
+        let env = frame.envelope();
+        let bytes = frame.into_inner().freeze();
+        let key = MsgKey {
+            src_node: env.src_node,
+            msg_id,
+        };
+        let ticket = match self.storage.append_outbound(key, &bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // The id is burnt (ids need not be dense); the frame goes back unchanged
+                // but for its origin stamp, which the next attempt overwrites.
+                if !matches!(e, StorageError::Busy { .. }) {
+                    self.fatal(&e);
+                }
+                self.kick.kick();
+                return Err(NotNow(
+                    Frame::new_checked(BytesMut::from(&bytes[..]), &core.cfg.limits)
+                        .unwrap_or_else(|_| unreachable!("the frame was valid a moment ago")),
+                ));
+            }
+        };
+        let now = Instant::now();
+        let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
+        if let Err(e) =
+            self.outbox
+                .borrow_mut()
+                .handle_accepted(msg_id, env.dst_node, require_ack, None, now)
+        {
+            // Checked above; a duplicate id would be a storage bug.
+            error!(msg_id, error = %e, "outbox refused a fresh message");
+            return Ok(());
+        }
+        self.out_msgs.borrow_mut().insert(
+            msg_id,
+            OutMsg {
+                frame: bytes,
+                client: Some((client, client_seq)),
+            },
+        );
+        self.pending
+            .borrow_mut()
+            .push_back((ticket, Pending::Outbound(msg_id)));
+        self.kick.kick();
+        Ok(())
+    }
+
+    /// Origin: DELIVERED, ACK or NACK for a message of this core. Returns the frame when the
+    /// outbox does not know the message (it is not tracked here).
+    pub(crate) fn handle_report(&self, frame: Frame<BytesMut>) -> Option<Frame<BytesMut>> {
+        let env = frame.envelope();
+        if self.outbox.borrow().status(env.msg_id).is_none()
+            || !self.out_msgs.borrow().contains_key(&env.msg_id)
+                && !matches!(env.kind, FrameKind::Ack | FrameKind::Nack)
+        {
+            return Some(frame);
+        }
+        let now = Instant::now();
+        let mut outbox = self.outbox.borrow_mut();
+        match env.kind {
+            FrameKind::Delivered => outbox.handle_delivered(env.msg_id, now),
+            FrameKind::Ack => {
+                let success = frame
+                    .meta(&MetaLimits::default())
+                    .ok()
+                    .and_then(|m| m.ack_success)
+                    .unwrap_or(true);
+                outbox.handle_ack(env.msg_id, success, now);
+            }
+            FrameKind::Nack => {
+                let reason = frame
+                    .meta(&MetaLimits::default())
+                    .ok()
+                    .and_then(|m| m.reason)
+                    .map_or(NackReason::Unknown(0), NackReason::from_code);
+                outbox.handle_nack(env.msg_id, reason, now);
+            }
+            _ => return Some(frame),
+        }
+        drop(outbox);
+        self.kick.kick();
+        None
+    }
+
+    /// Destination: a DATA frame addressed to this node, from a source this core owns.
+    pub(crate) fn handle_inbound(&self, core: &Core, frame: Frame<BytesMut>) {
+        let env = frame.envelope();
+        let dedup_sources_max = 1 << 16;
+        let mut domains = self.domains.borrow_mut();
+        if domains.len() < dedup_sources_max || domains.contains_key(&env.src_node) {
+            domains.insert(env.src_node, env.src_domain);
+        }
+        drop(domains);
+        let key = MsgKey {
+            src_node: env.src_node,
+            msg_id: env.msg_id,
+        };
+        let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
+        if self.storage.is_duplicate(key) {
+            let r = self
+                .inbox
+                .borrow_mut()
+                .handle_data(env.src_node, env.msg_id, require_ack);
+            match r {
+                Ok(mesh_delivery::Verdict::New) => {
+                    // Stored and acked before a restart emptied the inbox's memory.
+                    self.inbox
+                        .borrow_mut()
+                        .handle_stored_before(env.src_node, env.msg_id);
+                }
+                Ok(mesh_delivery::Verdict::Duplicate) => {}
+                Err(e) => {
+                    debug!(src = env.src_node, msg_id = env.msg_id, error = %e, "duplicate not answered");
+                }
+            }
+            self.kick.kick();
+            return;
+        }
+        let bytes = frame.into_inner().freeze();
+        match self.storage.append_inbound(key, &bytes) {
+            Ok(Inbound::New(ticket)) => {
+                let r = self
+                    .inbox
+                    .borrow_mut()
+                    .handle_data(env.src_node, env.msg_id, require_ack);
+                match r {
+                    Ok(mesh_delivery::Verdict::New) => {
+                        self.in_msgs
+                            .borrow_mut()
+                            .insert((env.src_node, env.msg_id), bytes);
+                        self.pending
+                            .borrow_mut()
+                            .push_back((ticket, Pending::Inbound(env.src_node, env.msg_id)));
+                    }
+                    Ok(mesh_delivery::Verdict::Duplicate) => {}
+                    Err(e) => {
+                        // Stored but not held: it is recovered at the next start. The origin
+                        // hears nothing now and retransmits.
+                        warn!(src = env.src_node, msg_id = env.msg_id, error = %e, "inbox refused a stored message");
+                        core.metrics.count_drop(DropReason::QueueFull);
+                    }
+                }
+            }
+            Ok(Inbound::Duplicate(ticket)) => {
+                self.pending
+                    .borrow_mut()
+                    .push_back((ticket, Pending::Duplicate(env.src_node, env.msg_id)));
+            }
+            Err(StorageError::Busy { .. }) => {
+                // No room in the log: no DELIVERED, so the origin retransmits later.
+                core.metrics.count_drop(DropReason::QueueFull);
+            }
+            Err(e) => self.fatal(&e),
+        }
+        self.kick.kick();
+    }
+
+    /// Destination: the application acked (or rejected) a message it was offered.
+    pub(crate) fn handle_client_ack(&self, src_node: u64, msg_id: u64, success: bool) {
+        let r = self
+            .inbox
+            .borrow_mut()
+            .handle_client_ack(src_node, msg_id, success);
+        if let Err(e) = r {
+            debug!(src = src_node, msg_id, error = %e, "ack for a message not held");
+            return;
+        }
+        self.in_msgs.borrow_mut().remove(&(src_node, msg_id));
+        self.record_settled(MsgKey { src_node, msg_id }, true);
+        self.kick.kick();
+    }
+
+    /// A peer came up or routes changed: what waits for a route is tried again at once.
+    pub(crate) fn handle_route_change(&self) {
+        self.outbox.borrow_mut().handle_route_change();
+        self.kick.kick();
+    }
+
+    /// The number of native subscribers on the node changed.
+    pub(crate) fn handle_subscribers(&self, count: usize) {
+        self.inbox.borrow_mut().handle_subscribers(count);
+        self.kick.kick();
+    }
+
+    fn record_settled(&self, key: MsgKey, inbound: bool) {
+        let r = if inbound {
+            self.storage.mark_acked(key)
+        } else {
+            self.storage.mark_settled(key)
+        };
+        match r {
+            Ok(_) => {}
+            Err(StorageError::Busy { .. }) => {
+                self.settle_later.borrow_mut().push_back((key, inbound));
+            }
+            Err(e) => self.fatal(&e),
+        }
+    }
+
+    #[allow(clippy::unused_self)]
+    fn fatal(&self, e: &StorageError) {
+        // SPEC §5: a failed sync stops the node; recovery runs at the next start. Nothing
+        // acknowledged is lost: every promise was made after a successful sync.
+        error!(error = %e, "storage failed; the node stops (recovery runs at the next start)");
+        std::process::exit(70);
+    }
+
+    /// One pass of work: durable records, retransmissions, answers, offers, receipts.
+    fn step(&self, core: &Core, now: Instant) {
+        self.retry_settles();
+        self.take_durable(now);
+        self.retry_blocked(core, now);
+        loop {
+            let t = self.outbox.borrow_mut().poll_transmit();
+            let Some(t) = t else { break };
+            self.transmit(core, t, now);
+        }
+        loop {
+            let t = self.inbox.borrow_mut().poll_transmit();
+            let Some(t) = t else { break };
+            self.answer(core, t);
+        }
+        self.offer(core, now);
+        loop {
+            let ev = self.outbox.borrow_mut().poll_event();
+            let Some(ev) = ev else { break };
+            self.outbox_event(core, ev);
+        }
+        core.metrics.outbox_in_flight.store(
+            self.in_flight() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        core.metrics
+            .inbox_held
+            .store(self.held() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn retry_settles(&self) {
+        let waiting: Vec<_> = self.settle_later.borrow_mut().drain(..).collect();
+        for (key, inbound) in waiting {
+            self.record_settled(key, inbound);
+        }
+    }
+
+    fn take_durable(&self, now: Instant) {
+        let durable = self.storage.durable();
+        loop {
+            let next = {
+                let mut p = self.pending.borrow_mut();
+                match p.front() {
+                    Some((t, _)) if *t <= durable => p.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, what)) = next else { break };
+            match what {
+                Pending::Outbound(msg_id) => self.outbox.borrow_mut().handle_persisted(msg_id, now),
+                Pending::Inbound(src, msg_id) => {
+                    self.inbox.borrow_mut().handle_persisted(src, msg_id);
+                }
+                Pending::Duplicate(src, msg_id) => {
+                    // The first copy is durable: answer as the inbox would.
+                    let r = self.inbox.borrow_mut().handle_data(src, msg_id, false);
+                    if let Ok(mesh_delivery::Verdict::New) = r {
+                        self.inbox.borrow_mut().handle_stored_before(src, msg_id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn retry_blocked(&self, core: &Core, now: Instant) {
+        loop {
+            let head = {
+                let mut b = self.blocked.borrow_mut();
+                match b.front() {
+                    Some((_, _, q)) if q.has_room() || q.is_closed() => b.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((t, frame, q)) = head else { break };
+            if q.push(OutItem::Local(frame), true).is_ok() {
+                self.outbox.borrow_mut().handle_sent(t.msg_id, now);
+            } else {
+                // The session went away: the retransmission timer takes it from here.
+                self.outbox.borrow_mut().handle_sent(t.msg_id, now);
+                core.metrics.count_drop(DropReason::SessionClosed);
+            }
+        }
+    }
+
+    fn transmit(&self, core: &Core, t: Retransmit, now: Instant) {
+        let Some(bytes) = self
+            .out_msgs
+            .borrow()
+            .get(&t.msg_id)
+            .map(|m| m.frame.clone())
+        else {
+            return;
+        };
+        let Ok(mut frame) = OutFrame::from_bytes(bytes, &core.cfg.limits) else {
+            return;
+        };
+        if t.attempt > 1 || t.probe {
+            frame.set_transit_flags(Flags::RETRANSMIT);
+            CoreMetrics::add(&core.metrics.retransmits, 1);
+        }
+        let h = frame.header();
+        if h.dst_node.get() == core.node_id() {
+            // Addressed to this node itself: stored through the inbox like any arrival.
+            let Ok(f) = Frame::new_checked(BytesMut::from(&frame.to_vec()[..]), &core.cfg.limits)
+            else {
+                return;
+            };
+            self.outbox.borrow_mut().handle_sent(t.msg_id, now);
+            let owner = crate::delivery::source_core(core.node_id(), core.cfg.cores);
+            if owner == core.id {
+                self.handle_inbound(core, f);
+            } else if core.inboxes[owner].post(CoreMsg::Delivery(f)).is_err() {
+                core.metrics.count_drop(DropReason::ControlBusy);
+            }
+            return;
+        }
+        let next = core.next_hop(
+            h.src_node.get(),
+            h.dst_domain.get(),
+            h.dst_node.get(),
+            h.msg_id.get(),
+        );
+        let Some(next) = next else {
+            self.outbox
+                .borrow_mut()
+                .handle_nack(t.msg_id, NackReason::NoRoute, now);
+            return;
+        };
+        match core.to_peer(next, OutItem::Local(frame)) {
+            Push::Done => self.outbox.borrow_mut().handle_sent(t.msg_id, now),
+            Push::Wait(OutItem::Local(frame), q) => {
+                self.blocked.borrow_mut().push_back((t, frame, q));
+            }
+            Push::Wait(..) | Push::Later(_) => {
+                // Another core's inbox is full: the retransmission timer tries again.
+                self.outbox.borrow_mut().handle_sent(t.msg_id, now);
+            }
+        }
+    }
+
+    /// Sends DELIVERED or ACK to an origin. Best effort: a lost answer is asked for again by
+    /// the origin's retransmission.
+    fn answer(&self, core: &Core, t: InboxTransmit) {
+        let (kind, src_node, msg_id, success) = match t {
+            InboxTransmit::Delivered { src_node, msg_id } => {
+                (FrameKind::Delivered, src_node, msg_id, None)
+            }
+            InboxTransmit::Ack {
+                src_node,
+                msg_id,
+                success,
+            } => (FrameKind::Ack, src_node, msg_id, Some(success)),
+        };
+        let mut env = Envelope::new(kind);
+        env.src_node = core.node_id();
+        env.src_domain = core.cfg.domain_id;
+        env.dst_node = src_node;
+        env.msg_id = msg_id;
+        // The origin's domain: the DATA frame carried it; routes by node id resolve it too.
+        env.dst_domain = self.domains.borrow().get(&src_node).copied().unwrap_or(0);
+        let meta = Metadata {
+            ack_success: success,
+            ..Metadata::default()
+        };
+        let Ok(frame) = encode_frame_with_meta(
+            &env,
+            &meta,
+            &MetaLimits::default(),
+            Bytes::new(),
+            &Limits::default(),
+        ) else {
+            return;
+        };
+        if src_node == core.node_id() {
+            // This node sent it to itself: to the core that allocated the msg_id.
+            if let Ok(f) = Frame::new_checked(BytesMut::from(&frame.to_vec()[..]), &core.cfg.limits)
+            {
+                let owner = owner_core(&f, core.cfg.cores);
+                if owner == core.id {
+                    let _ = self.handle_report(f);
+                } else if core.inboxes[owner].post(CoreMsg::Delivery(f)).is_err() {
+                    core.metrics.count_drop(DropReason::ControlBusy);
+                }
+            }
+            return;
+        }
+        let next = core.next_hop(env.src_node, env.dst_domain, env.dst_node, env.msg_id);
+        let Some(next) = next else {
+            core.metrics.count_drop(DropReason::NoRoute);
+            return;
+        };
+        if !matches!(core.to_peer(next, OutItem::Local(frame)), Push::Done) {
+            core.metrics.count_drop(DropReason::QueueFull);
+        }
+    }
+
+    fn offer(&self, core: &Core, now: Instant) {
+        loop {
+            let target = core.subscriber_target();
+            let local = match &target {
+                SubscriberTarget::None => return,
+                SubscriberTarget::Local(q) if !q.has_room() => return,
+                SubscriberTarget::Local(q) => Some(q.clone()),
+                SubscriberTarget::Core(_) => None,
+            };
+            let o = self.inbox.borrow_mut().poll_offer(now);
+            let Some(o) = o else { return };
+            let Some(bytes) = self.in_msgs.borrow().get(&(o.src_node, o.msg_id)).cloned() else {
+                continue;
+            };
+            let Ok(mut frame) = OutFrame::from_bytes(bytes, &core.cfg.limits) else {
+                continue;
+            };
+            if o.attempt > 1 {
+                frame.set_transit_flags(Flags::RETRANSMIT);
+            }
+            let handed = match (local, target) {
+                (Some(q), _) => q.push(OutItem::Local(frame), true).is_ok(),
+                (None, SubscriberTarget::Core(c)) => {
+                    core.inboxes[c].post(CoreMsg::Offer(frame)).is_ok()
+                }
+                (None, _) => false,
+            };
+            if handed {
+                CoreMetrics::add(&core.metrics.delivered_local, 1);
+            } else {
+                // Offered again at once when a subscriber has room.
+                self.inbox.borrow_mut().requeue(o.src_node, o.msg_id);
+                return;
+            }
+        }
+    }
+
+    fn outbox_event(&self, core: &Core, ev: OutboxEvent) {
+        match ev {
+            OutboxEvent::Status { msg_id, entry } => {
+                let client = self.out_msgs.borrow().get(&msg_id).and_then(|m| m.client);
+                if let Some((session, seq)) = client
+                    && receipt_worthy(entry.status)
+                {
+                    core.send_receipt(session, msg_id, seq, status_code(entry.status));
+                }
+                if entry.status.is_final() {
+                    self.out_msgs.borrow_mut().remove(&msg_id);
+                }
+            }
+            OutboxEvent::Release { msg_id } => {
+                self.record_settled(
+                    MsgKey {
+                        src_node: core.node_id(),
+                        msg_id,
+                    },
+                    false,
+                );
+                let keep = self
+                    .outbox
+                    .borrow()
+                    .status(msg_id)
+                    .is_some_and(|e| !e.status.is_final());
+                if !keep {
+                    self.out_msgs.borrow_mut().remove(&msg_id);
+                }
+            }
+        }
+    }
+
+    /// When the next timer of either machine is due.
+    fn next_timeout(&self) -> Option<Instant> {
+        let a = self.outbox.borrow_mut().poll_timeout();
+        let b = self.inbox.borrow_mut().poll_timeout();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_timeouts(&self, now: Instant) {
+        self.outbox.borrow_mut().handle_timeout(now);
+        self.inbox.borrow_mut().handle_timeout(now);
+    }
+
+    /// The first ticket something waits for, if any.
+    fn first_pending(&self) -> Option<Ticket> {
+        self.pending.borrow().front().map(|(t, _)| *t)
+    }
+}
+
+/// Longest the delivery task sleeps while transmissions wait for queue room.
+const BLOCKED_POLL: Duration = Duration::from_millis(1);
+
+/// The core's delivery task: runs the machines until the core shuts down.
+pub(crate) async fn run(core: Rc<Core>) {
+    let d = &core.delivery;
+    loop {
+        if core.shutting_down.get() {
+            return;
+        }
+        let now = Instant::now();
+        d.handle_timeouts(now);
+        d.step(&core, now);
+        let mut sleep = d
+            .next_timeout()
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        if !d.blocked.borrow().is_empty() {
+            sleep = Some(sleep.map_or(BLOCKED_POLL, |s| s.min(BLOCKED_POLL)));
+        }
+        let durable = d.first_pending().map(|t| d.storage.wait_durable(t));
+        let kicked = Kicked(&d.kick);
+        let timer = async {
+            match sleep {
+                Some(s) => {
+                    Timer::new(s).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let durable = async {
+            match durable {
+                Some(w) => {
+                    if let Err(e) = w.await {
+                        d.fatal(&e);
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        futures_lite::future::or(kicked, futures_lite::future::or(timer, durable)).await;
+    }
+}
+
+/// Posts a frame for this node's delivery machines to the core that owns it: DATA to the
+/// core of its source, reports (DELIVERED / ACK / NACK) to the core of its msg_id.
+pub(crate) fn owner_core(frame: &Frame<BytesMut>, cores: usize) -> usize {
+    let env = frame.envelope();
+    let n = cores.max(1) as u64;
+    let key = if env.kind == FrameKind::Data {
+        env.src_node
+    } else {
+        u64::from(mesh_wal::msg_id::partition_of(env.msg_id))
+    };
+    usize::try_from(key % n).unwrap_or(0)
+}
+
+/// The core owning the inbox state of `src_node`.
+pub(crate) fn source_core(src_node: u64, cores: usize) -> usize {
+    usize::try_from(src_node % cores.max(1) as u64).unwrap_or(0)
+}
