@@ -56,9 +56,7 @@ impl OutFrame {
 
     /// Sets transit flags (RETRANSMIT, ROUTE_LOCK) in the header; other bits are ignored.
     pub fn set_transit_flags(&mut self, flags: Flags) {
-        let settable = flags.bits() & (Flags::RETRANSMIT | Flags::ROUTE_LOCK).bits();
-        let bits = self.header.flags.get() | settable;
-        self.header.flags.set(bits);
+        self.header.set_transit_flags(flags);
     }
 
     /// The header.

@@ -206,10 +206,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Sets `flags` on the frame in place. Only flags that do not change how the body is
     /// framed may be set this way (`RETRANSMIT`, `ROUTE_LOCK`); others are ignored.
     pub fn set_transit_flags(&mut self, flags: Flags) {
-        let settable = flags.bits() & (Flags::RETRANSMIT | Flags::ROUTE_LOCK).bits();
-        let h = self.header_mut();
-        let bits = h.flags.get() | settable;
-        h.flags.set(bits);
+        let bits = self.header_mut().set_transit_flags(flags);
         // The new bits are known flags, so this cannot fail.
         self.flags = Flags::from_bits(bits).unwrap_or(self.flags);
     }

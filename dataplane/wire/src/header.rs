@@ -181,6 +181,15 @@ impl Header {
 }
 
 impl Header {
+    /// Sets the transit flags of `flags` (RETRANSMIT, ROUTE_LOCK) a node may add on the way;
+    /// other bits are ignored. Returns the new flag bits.
+    pub fn set_transit_flags(&mut self, flags: Flags) -> u16 {
+        let settable = flags.bits() & (Flags::RETRANSMIT | Flags::ROUTE_LOCK).bits();
+        let bits = self.flags.get() | settable;
+        self.flags.set(bits);
+        bits
+    }
+
     /// The header's fields as plain integers, with the kind and flags the caller already
     /// validated.
     pub(crate) fn envelope_with(&self, kind: FrameKind, flags: Flags) -> crate::frame::Envelope {
