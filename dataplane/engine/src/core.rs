@@ -433,7 +433,7 @@ impl Core {
 
     /// Routes a frame addressed to this node: exactly-once traffic to the delivery machines of
     /// the core that owns it, the rest (chunks, raw mode, frames nobody tracks) as before.
-    fn arrive(&self, frame: Frame<BytesMut>) -> Dispatch {
+    pub(crate) fn arrive(&self, frame: Frame<BytesMut>) -> Dispatch {
         let tracked = self.delivery.mode() == DeliveryMode::ExactlyOnce
             && match frame.kind() {
                 FrameKind::Data => !frame.flags().contains(mesh_wire::Flags::CHUNK),

@@ -41,7 +41,7 @@ use mesh_wire::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::core::{Core, CoreMsg, Push, SessionId, SubscriberTarget};
+use crate::core::{Core, CoreMsg, Dispatch, Push, SessionId, SubscriberTarget};
 use crate::metrics::{CoreMetrics, DropReason};
 use crate::queue::{OutItem, PeerQueue};
 
@@ -111,8 +111,8 @@ pub fn status_code(status: MessageStatus) -> u16 {
 /// An outbound message the origin keeps until it is settled.
 #[derive(Debug)]
 struct OutMsg {
-    /// The whole frame as stored (stamped with this node's id and the msg_id).
-    frame: Bytes,
+    /// The frame as stored (stamped with this node's id and the msg_id).
+    frame: OutFrame,
     /// The native client that sent it and its own number for it, for receipts.
     client: Option<(SessionId, u64)>,
 }
@@ -167,7 +167,7 @@ pub(crate) struct CoreDelivery {
     outbox: RefCell<Outbox>,
     inbox: RefCell<Inbox>,
     out_msgs: RefCell<HashMap<u64, OutMsg>>,
-    in_msgs: RefCell<HashMap<(u64, u64), Bytes>>,
+    in_msgs: RefCell<HashMap<(u64, u64), OutFrame>>,
     pending: RefCell<VecDeque<(Ticket, Pending)>>,
     /// Transmissions that found the next hop's queue full, oldest first.
     blocked: RefCell<VecDeque<(Retransmit, OutFrame, Rc<PeerQueue>)>>,
@@ -221,8 +221,7 @@ impl CoreDelivery {
         let now = Instant::now();
         let (mut out, mut inn) = (0usize, 0usize);
         for m in recovered.outbound {
-            let bytes = Bytes::from(m.frame);
-            let Ok(f) = OutFrame::from_bytes(bytes.clone(), limits) else {
+            let Ok(f) = OutFrame::from_bytes(Bytes::from(m.frame), limits) else {
                 warn!(
                     msg_id = m.key.msg_id,
                     "a recovered outbound record is not a frame; skipped"
@@ -240,7 +239,7 @@ impl CoreDelivery {
                 self.out_msgs.borrow_mut().insert(
                     m.key.msg_id,
                     OutMsg {
-                        frame: bytes,
+                        frame: f,
                         client: None,
                     },
                 );
@@ -248,8 +247,7 @@ impl CoreDelivery {
             }
         }
         for m in recovered.inbound {
-            let bytes = Bytes::from(m.frame);
-            let Ok(f) = OutFrame::from_bytes(bytes.clone(), limits) else {
+            let Ok(f) = OutFrame::from_bytes(Bytes::from(m.frame), limits) else {
                 warn!(
                     src = m.key.src_node,
                     msg_id = m.key.msg_id,
@@ -267,7 +265,7 @@ impl CoreDelivery {
                 .handle_recovered(m.key.src_node, m.key.msg_id, require_ack);
             self.in_msgs
                 .borrow_mut()
-                .insert((m.key.src_node, m.key.msg_id), bytes);
+                .insert((m.key.src_node, m.key.msg_id), f);
             inn += 1;
         }
         if out + inn > 0 {
@@ -321,24 +319,19 @@ impl CoreDelivery {
         let client_seq = frame.envelope().msg_id;
         frame.set_origin(core.node_id(), core.cfg.domain_id, msg_id);
         let env = frame.envelope();
-        let bytes = frame.into_inner().freeze();
         let key = MsgKey {
             src_node: env.src_node,
             msg_id,
         };
-        let ticket = match self.storage.append_outbound(key, &bytes) {
+        let ticket = match self.storage.append_outbound(key, frame.as_bytes()) {
             Ok(t) => t,
             Err(e) => {
-                // The id is burnt (ids need not be dense); the frame goes back unchanged
-                // but for its origin stamp, which the next attempt overwrites.
+                // The id is burnt (ids need not be dense); the next attempt stamps a new one.
                 if !matches!(e, StorageError::Busy { .. }) {
                     self.fatal(&e);
                 }
                 self.kick.kick();
-                return Err(NotNow(
-                    Frame::new_checked(BytesMut::from(&bytes[..]), &core.cfg.limits)
-                        .unwrap_or_else(|_| unreachable!("the frame was valid a moment ago")),
-                ));
+                return Err(NotNow(frame));
             }
         };
         let now = Instant::now();
@@ -355,7 +348,7 @@ impl CoreDelivery {
         self.out_msgs.borrow_mut().insert(
             msg_id,
             OutMsg {
-                frame: bytes,
+                frame: OutFrame::from(frame),
                 client: Some((client, client_seq)),
             },
         );
@@ -370,10 +363,7 @@ impl CoreDelivery {
     /// outbox does not know the message (it is not tracked here).
     pub(crate) fn handle_report(&self, frame: Frame<BytesMut>) -> Option<Frame<BytesMut>> {
         let env = frame.envelope();
-        if self.outbox.borrow().status(env.msg_id).is_none()
-            || !self.out_msgs.borrow().contains_key(&env.msg_id)
-                && !matches!(env.kind, FrameKind::Ack | FrameKind::Nack)
-        {
+        if self.outbox.borrow().status(env.msg_id).is_none() {
             return Some(frame);
         }
         let now = Instant::now();
@@ -418,27 +408,11 @@ impl CoreDelivery {
         };
         let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
         if self.storage.is_duplicate(key) {
-            let r = self
-                .inbox
-                .borrow_mut()
-                .handle_data(env.src_node, env.msg_id, require_ack);
-            match r {
-                Ok(mesh_delivery::Verdict::New) => {
-                    // Stored and acked before a restart emptied the inbox's memory.
-                    self.inbox
-                        .borrow_mut()
-                        .handle_stored_before(env.src_node, env.msg_id);
-                }
-                Ok(mesh_delivery::Verdict::Duplicate) => {}
-                Err(e) => {
-                    debug!(src = env.src_node, msg_id = env.msg_id, error = %e, "duplicate not answered");
-                }
-            }
+            self.answer_duplicate(env.src_node, env.msg_id, require_ack);
             self.kick.kick();
             return;
         }
-        let bytes = frame.into_inner().freeze();
-        match self.storage.append_inbound(key, &bytes) {
+        match self.storage.append_inbound(key, frame.as_bytes()) {
             Ok(Inbound::New(ticket)) => {
                 let r = self
                     .inbox
@@ -448,7 +422,7 @@ impl CoreDelivery {
                     Ok(mesh_delivery::Verdict::New) => {
                         self.in_msgs
                             .borrow_mut()
-                            .insert((env.src_node, env.msg_id), bytes);
+                            .insert((env.src_node, env.msg_id), OutFrame::from(frame));
                         self.pending
                             .borrow_mut()
                             .push_back((ticket, Pending::Inbound(env.src_node, env.msg_id)));
@@ -474,6 +448,24 @@ impl CoreDelivery {
             Err(e) => self.fatal(&e),
         }
         self.kick.kick();
+    }
+
+    /// A copy of a message already stored here: the inbox answers it (DELIVERED, or the ACK it
+    /// recorded); if a restart emptied the inbox's memory of it, it was stored and acked before.
+    fn answer_duplicate(&self, src_node: u64, msg_id: u64, require_ack: bool) {
+        let r = self
+            .inbox
+            .borrow_mut()
+            .handle_data(src_node, msg_id, require_ack);
+        match r {
+            Ok(mesh_delivery::Verdict::New) => {
+                self.inbox
+                    .borrow_mut()
+                    .handle_stored_before(src_node, msg_id);
+            }
+            Ok(mesh_delivery::Verdict::Duplicate) => {}
+            Err(e) => debug!(src = src_node, msg_id, error = %e, "duplicate not answered"),
+        }
     }
 
     /// Destination: the application acked (or rejected) a message it was offered.
@@ -579,13 +571,8 @@ impl CoreDelivery {
                 Pending::Inbound(src, msg_id) => {
                     self.inbox.borrow_mut().handle_persisted(src, msg_id);
                 }
-                Pending::Duplicate(src, msg_id) => {
-                    // The first copy is durable: answer as the inbox would.
-                    let r = self.inbox.borrow_mut().handle_data(src, msg_id, false);
-                    if let Ok(mesh_delivery::Verdict::New) = r {
-                        self.inbox.borrow_mut().handle_stored_before(src, msg_id);
-                    }
-                }
+                // The first copy is durable: answer it.
+                Pending::Duplicate(src, msg_id) => self.answer_duplicate(src, msg_id, false),
             }
         }
     }
@@ -600,26 +587,21 @@ impl CoreDelivery {
                 }
             };
             let Some((t, frame, q)) = head else { break };
-            if q.push(OutItem::Local(frame), true).is_ok() {
-                self.outbox.borrow_mut().handle_sent(t.msg_id, now);
-            } else {
+            if q.push(OutItem::Local(frame), true).is_err() {
                 // The session went away: the retransmission timer takes it from here.
-                self.outbox.borrow_mut().handle_sent(t.msg_id, now);
                 core.metrics.count_drop(DropReason::SessionClosed);
             }
+            self.outbox.borrow_mut().handle_sent(t.msg_id, now);
         }
     }
 
     fn transmit(&self, core: &Core, t: Retransmit, now: Instant) {
-        let Some(bytes) = self
+        let Some(mut frame) = self
             .out_msgs
             .borrow()
             .get(&t.msg_id)
             .map(|m| m.frame.clone())
         else {
-            return;
-        };
-        let Ok(mut frame) = OutFrame::from_bytes(bytes, &core.cfg.limits) else {
             return;
         };
         if t.attempt > 1 || t.probe {
@@ -629,17 +611,8 @@ impl CoreDelivery {
         let h = frame.header();
         if h.dst_node.get() == core.node_id() {
             // Addressed to this node itself: stored through the inbox like any arrival.
-            let Ok(f) = Frame::new_checked(BytesMut::from(&frame.to_vec()[..]), &core.cfg.limits)
-            else {
-                return;
-            };
             self.outbox.borrow_mut().handle_sent(t.msg_id, now);
-            let owner = crate::delivery::source_core(core.node_id(), core.cfg.cores);
-            if owner == core.id {
-                self.handle_inbound(core, f);
-            } else if core.inboxes[owner].post(CoreMsg::Delivery(f)).is_err() {
-                core.metrics.count_drop(DropReason::ControlBusy);
-            }
+            arrive_here(core, &frame);
             return;
         }
         let next = core.next_hop(
@@ -701,15 +674,7 @@ impl CoreDelivery {
         };
         if src_node == core.node_id() {
             // This node sent it to itself: to the core that allocated the msg_id.
-            if let Ok(f) = Frame::new_checked(BytesMut::from(&frame.to_vec()[..]), &core.cfg.limits)
-            {
-                let owner = owner_core(&f, core.cfg.cores);
-                if owner == core.id {
-                    let _ = self.handle_report(f);
-                } else if core.inboxes[owner].post(CoreMsg::Delivery(f)).is_err() {
-                    core.metrics.count_drop(DropReason::ControlBusy);
-                }
-            }
+            arrive_here(core, &frame);
             return;
         }
         let next = core.next_hop(env.src_node, env.dst_domain, env.dst_node, env.msg_id);
@@ -733,10 +698,8 @@ impl CoreDelivery {
             };
             let o = self.inbox.borrow_mut().poll_offer(now);
             let Some(o) = o else { return };
-            let Some(bytes) = self.in_msgs.borrow().get(&(o.src_node, o.msg_id)).cloned() else {
-                continue;
-            };
-            let Ok(mut frame) = OutFrame::from_bytes(bytes, &core.cfg.limits) else {
+            let Some(mut frame) = self.in_msgs.borrow().get(&(o.src_node, o.msg_id)).cloned()
+            else {
                 continue;
             };
             if o.attempt > 1 {
@@ -856,17 +819,32 @@ pub(crate) async fn run(core: Rc<Core>) {
     }
 }
 
-/// Posts a frame for this node's delivery machines to the core that owns it: DATA to the
-/// core of its source, reports (DELIVERED / ACK / NACK) to the core of its msg_id.
+/// A frame this node addressed to itself arrives as if from a peer (one copy into a receive
+/// buffer), through the same owner-core routing as every arrival.
+fn arrive_here(core: &Core, frame: &OutFrame) {
+    let mut buf = BytesMut::with_capacity(frame.len());
+    for part in frame.io_slices() {
+        buf.extend_from_slice(&part);
+    }
+    let Ok(f) = Frame::new_checked(buf, &core.cfg.limits) else {
+        return;
+    };
+    if !matches!(core.arrive(f), Dispatch::Done) {
+        // The owner core's inbox is full: the origin's retransmission tries again.
+        core.metrics.count_drop(DropReason::ControlBusy);
+    }
+}
+
+/// The core whose delivery machines own a frame addressed to this node: DATA belongs to the
+/// core of its source, reports (DELIVERED / ACK / NACK) to the core that allocated the msg_id.
 pub(crate) fn owner_core(frame: &Frame<BytesMut>, cores: usize) -> usize {
     let env = frame.envelope();
-    let n = cores.max(1) as u64;
-    let key = if env.kind == FrameKind::Data {
-        env.src_node
+    if env.kind == FrameKind::Data {
+        source_core(env.src_node, cores)
     } else {
-        u64::from(mesh_wal::msg_id::partition_of(env.msg_id))
-    };
-    usize::try_from(key % n).unwrap_or(0)
+        let partition = u64::from(mesh_wal::msg_id::partition_of(env.msg_id));
+        usize::try_from(partition % cores.max(1) as u64).unwrap_or(0)
+    }
 }
 
 /// The core owning the inbox state of `src_node`.

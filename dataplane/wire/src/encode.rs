@@ -119,6 +119,14 @@ impl OutFrame {
     }
 }
 
+impl From<Frame<bytes::BytesMut>> for OutFrame {
+    /// A received frame, ready to be sent again: its buffers are frozen, not copied.
+    fn from(frame: Frame<bytes::BytesMut>) -> Self {
+        let (header, meta, payload) = frame.into_parts();
+        Self::from_parts(header, meta.freeze(), payload.freeze())
+    }
+}
+
 /// Builds a frame from an envelope, already-encoded CBOR metadata and a payload.
 ///
 /// Sets `body_len`, `meta_len` and the `HAS_META` flag from the parts, then validates the
