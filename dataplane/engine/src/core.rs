@@ -381,22 +381,12 @@ impl Core {
         let Some(q) = self.clients.borrow().get(&client).cloned() else {
             return;
         };
-        let mut env = Envelope::new(FrameKind::Ack);
-        env.src_node = self.node_id();
-        env.src_domain = self.cfg.domain_id;
-        env.msg_id = msg_id;
         let meta = Metadata {
             status: Some(status),
             client_seq: Some(client_seq),
             ..Metadata::default()
         };
-        if let Ok(frame) = encode_frame_with_meta(
-            &env,
-            &meta,
-            &MetaLimits::default(),
-            Bytes::new(),
-            &Limits::default(),
-        ) {
+        if let Some(frame) = self.report(FrameKind::Ack, 0, 0, msg_id, &meta) {
             // Receipts are small and bounded by the client's own messages: never held back.
             let _ = q.push(OutItem::Local(frame), true);
         }
@@ -824,34 +814,63 @@ impl Core {
             });
             return;
         }
-        let mut n = Envelope::new(FrameKind::Nack);
-        n.src_node = self.node_id();
-        n.src_domain = self.cfg.domain_id;
-        n.dst_node = env.src_node;
-        n.dst_domain = env.src_domain;
-        n.msg_id = env.msg_id;
         let meta = Metadata {
             reason: Some(reason.code()),
             ..Metadata::default()
         };
-        let Ok(frame) = encode_frame_with_meta(
-            &n,
+        if let Some(frame) = self.report(
+            FrameKind::Nack,
+            env.src_node,
+            env.src_domain,
+            env.msg_id,
             &meta,
+        ) {
+            // Best effort: a NACK with no route is dropped (the origin retransmits anyway).
+            let _ = self.send_report(frame);
+        }
+    }
+
+    /// A header-only frame from this node about message `msg_id` (NACK, DELIVERED, ACK, a
+    /// client receipt), addressed to `dst_node` in `dst_domain`.
+    pub(crate) fn report(
+        &self,
+        kind: FrameKind,
+        dst_node: u64,
+        dst_domain: u32,
+        msg_id: u64,
+        meta: &Metadata,
+    ) -> Option<OutFrame> {
+        let mut env = Envelope::new(kind);
+        env.src_node = self.node_id();
+        env.src_domain = self.cfg.domain_id;
+        env.dst_node = dst_node;
+        env.dst_domain = dst_domain;
+        env.msg_id = msg_id;
+        encode_frame_with_meta(
+            &env,
+            meta,
             &MetaLimits::default(),
             Bytes::new(),
             &Limits::default(),
+        )
+        .ok()
+    }
+
+    /// Sends a report towards its destination, best effort: a full next hop drops it with a
+    /// metric (reports are asked for again by retransmission). False when there is no route.
+    pub(crate) fn send_report(&self, frame: OutFrame) -> bool {
+        let h = frame.header();
+        let Some(next) = self.next_hop(
+            h.src_node.get(),
+            h.dst_domain.get(),
+            h.dst_node.get(),
+            h.msg_id.get(),
         ) else {
-            return;
+            return false;
         };
-        let next = self
-            .routes
-            .borrow()
-            .next_hop(n.src_node, n.dst_domain, n.dst_node, n.msg_id);
-        if let Some(next) = next {
-            // Best effort: a NACK that finds no room is dropped (the origin retransmits anyway).
-            if !matches!(self.to_peer(next, OutItem::Local(frame)), Push::Done) {
-                self.metrics.count_drop(DropReason::QueueFull);
-            }
+        if !matches!(self.to_peer(next, OutItem::Local(frame)), Push::Done) {
+            self.metrics.count_drop(DropReason::QueueFull);
         }
+        true
     }
 }

@@ -35,10 +35,7 @@ use mesh_delivery::{
     Inbox, InboxConfig, InboxTransmit, MessageStatus, Outbox, OutboxConfig, OutboxEvent, Retransmit,
 };
 use mesh_storage::{Inbound, MsgKey, Storage, StorageError, Ticket};
-use mesh_wire::{
-    Envelope, Flags, Frame, FrameKind, Limits, MetaLimits, Metadata, NackReason, OutFrame,
-    encode_frame_with_meta,
-};
+use mesh_wire::{Flags, Frame, FrameKind, Limits, MetaLimits, Metadata, NackReason, OutFrame};
 use tracing::{debug, error, info, warn};
 
 use crate::core::{Core, CoreMsg, Dispatch, Push, SessionId, SubscriberTarget};
@@ -652,38 +649,20 @@ impl CoreDelivery {
                 success,
             } => (FrameKind::Ack, src_node, msg_id, Some(success)),
         };
-        let mut env = Envelope::new(kind);
-        env.src_node = core.node_id();
-        env.src_domain = core.cfg.domain_id;
-        env.dst_node = src_node;
-        env.msg_id = msg_id;
         // The origin's domain: the DATA frame carried it; routes by node id resolve it too.
-        env.dst_domain = self.domains.borrow().get(&src_node).copied().unwrap_or(0);
+        let domain = self.domains.borrow().get(&src_node).copied().unwrap_or(0);
         let meta = Metadata {
             ack_success: success,
             ..Metadata::default()
         };
-        let Ok(frame) = encode_frame_with_meta(
-            &env,
-            &meta,
-            &MetaLimits::default(),
-            Bytes::new(),
-            &Limits::default(),
-        ) else {
+        let Some(frame) = core.report(kind, src_node, domain, msg_id, &meta) else {
             return;
         };
         if src_node == core.node_id() {
             // This node sent it to itself: to the core that allocated the msg_id.
             arrive_here(core, &frame);
-            return;
-        }
-        let next = core.next_hop(env.src_node, env.dst_domain, env.dst_node, env.msg_id);
-        let Some(next) = next else {
+        } else if !core.send_report(frame) {
             core.metrics.count_drop(DropReason::NoRoute);
-            return;
-        };
-        if !matches!(core.to_peer(next, OutItem::Local(frame)), Push::Done) {
-            core.metrics.count_drop(DropReason::QueueFull);
         }
     }
 
