@@ -114,11 +114,6 @@ impl Node {
             .arg(self.durability)
             .arg("--delivery")
             .arg(self.delivery)
-            .args(
-                std::env::var("MESH_TEST_STORAGE")
-                    .map(|s| vec!["--storage".to_string(), s])
-                    .unwrap_or_default(),
-            )
             .env(
                 "MESH_LOG",
                 std::env::var("MESH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
