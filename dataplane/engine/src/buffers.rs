@@ -6,6 +6,7 @@
 //! returns to the pool of the core that read it once the last of them is written and dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use mesh_wire::decoder::DEFAULT_READ_CHUNK_LEN;
@@ -38,31 +39,26 @@ impl CoreBuffers {
         Self { pool, metrics }
     }
 
-    fn record(&self, before: mesh_wire::BufPoolStats) {
-        let after = self.pool.stats();
-        CoreMetrics::add(&self.metrics.buffers_reused, after.reused - before.reused);
-        CoreMetrics::add(
-            &self.metrics.buffers_allocated,
-            (after.allocated + after.unpooled) - (before.allocated + before.unpooled),
-        );
-        self.metrics.buffer_pool_retained_bytes.store(
-            after.retained_bytes as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+    /// Mirrors the pool's counters (one pool per core, so its totals are the core's).
+    fn publish(&self) {
+        let s = self.pool.stats();
+        let m = &self.metrics;
+        m.buffers_reused.store(s.reused, Relaxed);
+        m.buffers_allocated.store(s.allocated + s.unpooled, Relaxed);
+        m.buffer_pool_retained_bytes
+            .store(s.retained_bytes as u64, Relaxed);
     }
 }
 
 impl BufferSource for CoreBuffers {
     fn take(&mut self, capacity: usize) -> BytesMut {
-        let before = self.pool.stats();
         let buf = self.pool.take(capacity);
-        self.record(before);
+        self.publish();
         buf
     }
 
     fn give(&mut self, buf: BytesMut, capacity: usize) {
-        let before = self.pool.stats();
         self.pool.give(buf, capacity);
-        self.record(before);
+        self.publish();
     }
 }
