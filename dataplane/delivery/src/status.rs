@@ -28,6 +28,22 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
+    /// The `mesh.v1.MessageStatus` number (what gRPC answers and native-client receipts carry).
+    pub fn code(self) -> u16 {
+        match self {
+            MessageStatus::Accepted => 1,
+            MessageStatus::Persisted => 2,
+            MessageStatus::Forwarded => 3,
+            MessageStatus::Delivered => 4,
+            MessageStatus::WaitingForClientAck => 5,
+            MessageStatus::AckSuccess => 6,
+            MessageStatus::AckFailure => 7,
+            MessageStatus::Undeliverable => 8,
+            MessageStatus::PendingNode => 9,
+            MessageStatus::Failed => 11,
+        }
+    }
+
     /// Whether no further change can happen.
     pub fn is_final(self) -> bool {
         matches!(

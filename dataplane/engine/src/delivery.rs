@@ -89,22 +89,6 @@ fn receipt_worthy(status: MessageStatus) -> bool {
     )
 }
 
-/// The `mesh.v1.MessageStatus` number of a status.
-pub fn status_code(status: MessageStatus) -> u16 {
-    match status {
-        MessageStatus::Accepted => 1,
-        MessageStatus::Persisted => 2,
-        MessageStatus::Forwarded => 3,
-        MessageStatus::Delivered => 4,
-        MessageStatus::WaitingForClientAck => 5,
-        MessageStatus::AckSuccess => 6,
-        MessageStatus::AckFailure => 7,
-        MessageStatus::Undeliverable => 8,
-        MessageStatus::PendingNode => 9,
-        MessageStatus::Failed => 11,
-    }
-}
-
 /// An outbound message the origin keeps until it is settled.
 #[derive(Debug)]
 struct OutMsg {
@@ -708,7 +692,7 @@ impl CoreDelivery {
                 if let Some((session, seq)) = client
                     && receipt_worthy(entry.status)
                 {
-                    core.send_receipt(session, msg_id, seq, status_code(entry.status));
+                    core.send_receipt(session, msg_id, seq, entry.status.code());
                 }
                 if entry.status.is_final() {
                     self.out_msgs.borrow_mut().remove(&msg_id);
