@@ -416,8 +416,14 @@ impl Client {
 
     /// Reads whatever the node has sent, without blocking.
     fn read_available(&mut self) -> Result<(), ClientError> {
+        self.read_input_now()?;
+        self.pump()
+    }
+
+    /// One non-blocking read, its frames handled (no timers run).
+    fn read_input_now(&mut self) -> Result<(), ClientError> {
         self.sock.set_nonblocking(true)?;
-        let r = self.read_some(None);
+        let r = self.read_input(None);
         self.sock.set_nonblocking(false)?;
         r
     }
@@ -426,7 +432,10 @@ impl Client {
     fn pump(&mut self) -> Result<(), ClientError> {
         let now = Instant::now();
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
-            self.session.handle_timeout(now);
+            // What the node sent may sit unread while the application was busy: take it in
+            // before the session judges the node silent.
+            self.read_input_now()?;
+            self.session.handle_timeout(Instant::now());
         }
         while let Some(f) = self.session.poll_transmit() {
             f.write_to(&mut self.out);
@@ -455,6 +464,12 @@ impl Client {
     /// One read (waiting at most `wait`, bounded by the session's next timer), then every
     /// whole frame handled; deliveries are queued for [`Client::recv`].
     fn read_some(&mut self, wait: Option<Duration>) -> Result<(), ClientError> {
+        self.read_input(wait)?;
+        self.pump()
+    }
+
+    /// [`Client::read_some`] without running the session's timers.
+    fn read_input(&mut self, wait: Option<Duration>) -> Result<(), ClientError> {
         let timer = self
             .session
             .poll_timeout()
@@ -496,7 +511,7 @@ impl Client {
                 }
             }
         }
-        self.pump()
+        Ok(())
     }
 
     fn take(&mut self, frame: Frame<BytesMut>, now: Instant) {
