@@ -1,6 +1,8 @@
-//! An origin's `Outbox` and a destination's `Inbox` over a simulated network that loses,
+//! An origin's `Outbox` and three destinations' `Inbox`es over a simulated network that loses,
 //! duplicates and reorders frames (seeded): every accepted message reaches the application
-//! exactly once, and the origin learns every outcome.
+//! exactly once, and the origin learns every outcome. The origin's msg_ids are interleaved over
+//! the destinations and the destinations' dedup windows are small (64 ids), so a message held
+//! back too long would fall below its destination's window and be taken for a duplicate.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -16,6 +18,14 @@ enum Wire {
     Delivered(u64),
     Ack(u64, bool),
 }
+
+/// Destination of message `id`: nodes 2, 3 and 4 in turn.
+fn dst_of(id: u64) -> u64 {
+    2 + id % 3
+}
+
+/// The destinations' dedup window, and so the origin's span.
+const DEDUP_WINDOW: u32 = 64;
 
 struct Net {
     rng: u64,
@@ -63,10 +73,18 @@ fn run(seed: u64, messages: u64, loss_pct: u64, dup_pct: u64) {
     let mut out = Outbox::new(OutboxConfig {
         rto_initial: Duration::from_millis(100),
         rto_max: Duration::from_millis(800),
+        dedup_span: u64::from(DEDUP_WINDOW),
         ..OutboxConfig::default()
     });
-    let mut inbox = Inbox::new(InboxConfig::default()).unwrap();
-    inbox.handle_subscribers(1);
+    let mut inboxes: BTreeMap<u64, Inbox> = (2..=4)
+        .map(|d| {
+            let mut cfg = InboxConfig::default();
+            cfg.dedup.window_len = DEDUP_WINDOW;
+            let mut inbox = Inbox::new(cfg).unwrap();
+            inbox.handle_subscribers(1);
+            (d, inbox)
+        })
+        .collect();
     let mut net = Net {
         rng: seed | 1,
         loss_pct,
@@ -76,7 +94,8 @@ fn run(seed: u64, messages: u64, loss_pct: u64, dup_pct: u64) {
         seq: 0,
     };
     for id in 1..=messages {
-        out.handle_accepted(id, 2, id % 2 == 0, None, t0).unwrap();
+        out.handle_accepted(id, dst_of(id), id % 2 == 0, None, t0)
+            .unwrap();
         out.handle_persisted(id, t0);
     }
     let mut app_got: Vec<u64> = Vec::new();
@@ -96,25 +115,28 @@ fn run(seed: u64, messages: u64, loss_pct: u64, dup_pct: u64) {
             .collect();
         for (k, w) in due {
             net.to_dst.remove(&k);
-            if let Wire::Data(id) = w
-                && inbox.handle_data(1, id, id % 2 == 0).unwrap() == Verdict::New
-            {
-                inbox.handle_persisted(1, id);
+            if let Wire::Data(id) = w {
+                let inbox = inboxes.get_mut(&dst_of(id)).unwrap();
+                if inbox.handle_data(1, id, id % 2 == 0).unwrap() == Verdict::New {
+                    inbox.handle_persisted(1, id);
+                }
             }
         }
-        while let Some(offer) = inbox.poll_offer(now) {
-            app_got.push(offer.msg_id);
-            inbox.handle_client_ack(1, offer.msg_id, true).unwrap();
-        }
-        inbox.handle_timeout(now);
-        while let Some(tx) = inbox.poll_transmit() {
-            let w = match tx {
-                InboxTransmit::Delivered { msg_id, .. } => Wire::Delivered(msg_id),
-                InboxTransmit::Ack {
-                    msg_id, success, ..
-                } => Wire::Ack(msg_id, success),
-            };
-            net.send(now_ms, false, w);
+        for inbox in inboxes.values_mut() {
+            while let Some(offer) = inbox.poll_offer(now) {
+                app_got.push(offer.msg_id);
+                inbox.handle_client_ack(1, offer.msg_id, true).unwrap();
+            }
+            inbox.handle_timeout(now);
+            while let Some(tx) = inbox.poll_transmit() {
+                let w = match tx {
+                    InboxTransmit::Delivered { msg_id, .. } => Wire::Delivered(msg_id),
+                    InboxTransmit::Ack {
+                        msg_id, success, ..
+                    } => Wire::Ack(msg_id, success),
+                };
+                net.send(now_ms, false, w);
+            }
         }
         // Origin side.
         let due: Vec<_> = net
