@@ -29,7 +29,7 @@ pub fn render(
     grpc: &GrpcMetrics,
 ) -> String {
     let mut out = String::with_capacity(8 << 10);
-    let per_core: [CoreCounter; 19] = [
+    let per_core: [CoreCounter; 20] = [
         ("mesh_frames_in_total", "Frames read from peers.", |m| {
             &m.frames_in
         }),
@@ -43,6 +43,11 @@ pub fn render(
             "mesh_forwarded_total",
             "Frames forwarded to another node.",
             |m| &m.forwarded,
+        ),
+        (
+            "mesh_forwarded_data_total",
+            "DATA frames forwarded to another node (the rest of mesh_forwarded_total are answers and control frames).",
+            |m| &m.forwarded_data,
         ),
         (
             "mesh_cross_core_total",

@@ -667,6 +667,13 @@ impl Core {
         self.dispatch_inner(frame, false)
     }
 
+    fn count_forwarded(&self, kind: FrameKind) {
+        CoreMetrics::add(&self.metrics.forwarded, 1);
+        if kind == FrameKind::Data {
+            CoreMetrics::add(&self.metrics.forwarded_data, 1);
+        }
+    }
+
     fn dispatch_inner(&self, mut frame: Frame<BytesMut>, fresh: bool) -> Dispatch {
         let env = frame.envelope();
         if env.dst_node == self.node_id() {
@@ -689,7 +696,7 @@ impl Core {
         if let Some(q) = self.local_queue(next) {
             return match q.push(OutItem::Forward(frame), false) {
                 Ok(()) => {
-                    CoreMetrics::add(&self.metrics.forwarded, 1);
+                    self.count_forwarded(env.kind);
                     Dispatch::Done
                 }
                 Err(OutItem::Forward(f)) if !q.is_closed() => Dispatch::Blocked(f, q),
@@ -708,7 +715,7 @@ impl Core {
             return match self.inboxes[core].post(msg) {
                 Ok(()) => {
                     CoreMetrics::add(&self.metrics.cross_core, 1);
-                    CoreMetrics::add(&self.metrics.forwarded, 1);
+                    self.count_forwarded(env.kind);
                     Dispatch::Done
                 }
                 Err(MailboxError::Full(CoreMsg::ToPeer {

@@ -297,7 +297,8 @@ impl CoreDelivery {
                 return Err(NotNow(frame));
             }
         };
-        let client_seq = frame.envelope().msg_id;
+        let sent = frame.envelope();
+        let client_seq = sent.msg_id;
         frame.set_origin(core.node_id(), core.cfg.domain_id, msg_id);
         let env = frame.envelope();
         let key = MsgKey {
@@ -308,9 +309,12 @@ impl CoreDelivery {
             Ok(t) => t,
             Err(e) => {
                 // The id is burnt (ids need not be dense); the next attempt stamps a new one.
+                // The frame goes back as the client sent it: its msg_id field is the client's
+                // sequence number, which the receipts echo.
                 if !matches!(e, StorageError::Busy { .. }) {
                     self.fatal(&e);
                 }
+                frame.set_origin(sent.src_node, sent.src_domain, client_seq);
                 self.kick.kick();
                 return Err(NotNow(frame));
             }
@@ -499,23 +503,38 @@ impl CoreDelivery {
         std::process::exit(70);
     }
 
-    /// One pass of work: durable records, retransmissions, answers, offers, receipts.
-    fn step(&self, core: &Core, now: Instant) {
+    /// One pass of work: durable records, retransmissions, answers, offers, receipts; at most
+    /// [`STEP_BATCH`] of each kind, so the core's connections run in between. Returns whether
+    /// work was left for the next pass.
+    fn step(&self, core: &Core, now: Instant) -> bool {
+        let mut more = false;
         self.retry_settles();
         self.take_durable(now);
         self.retry_blocked(core, now);
-        loop {
+        for i in 0..=STEP_BATCH {
+            if i == STEP_BATCH || !self.blocked.borrow().is_empty() {
+                more = i == STEP_BATCH;
+                break;
+            }
             let t = self.outbox.borrow_mut().poll_transmit();
             let Some(t) = t else { break };
             self.transmit(core, t, now);
         }
-        loop {
+        for i in 0..=STEP_BATCH {
+            if i == STEP_BATCH {
+                more = true;
+                break;
+            }
             let t = self.inbox.borrow_mut().poll_transmit();
             let Some(t) = t else { break };
             self.answer(core, t);
         }
         self.offer(core, now);
-        loop {
+        for i in 0..=STEP_BATCH {
+            if i == STEP_BATCH {
+                more = true;
+                break;
+            }
             let ev = self.outbox.borrow_mut().poll_event();
             let Some(ev) = ev else { break };
             self.outbox_event(core, ev);
@@ -527,6 +546,7 @@ impl CoreDelivery {
         core.metrics
             .inbox_held
             .store(self.held() as u64, std::sync::atomic::Ordering::Relaxed);
+        more
     }
 
     fn retry_settles(&self) {
@@ -742,6 +762,11 @@ impl CoreDelivery {
 /// Longest the delivery task sleeps while transmissions wait for queue room.
 const BLOCKED_POLL: Duration = Duration::from_millis(1);
 
+/// Most transmissions, answers or outbox events handled in one pass before the delivery task
+/// lets the core's other tasks run (a burst of 100,000 retransmissions must not silence the
+/// core's connections, keepalives included, for its whole length).
+const STEP_BATCH: usize = 256;
+
 /// The core's delivery task: runs the machines until the core shuts down.
 pub(crate) async fn run(core: Rc<Core>) {
     let d = &core.delivery;
@@ -751,7 +776,10 @@ pub(crate) async fn run(core: Rc<Core>) {
         }
         let now = Instant::now();
         d.handle_timeouts(now);
-        d.step(&core, now);
+        if d.step(&core, now) {
+            futures_lite::future::yield_now().await;
+            continue;
+        }
         let mut sleep = d
             .next_timeout()
             .map(|t| t.saturating_duration_since(Instant::now()));

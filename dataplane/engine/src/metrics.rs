@@ -63,6 +63,9 @@ pub struct CoreMetrics {
     pub bytes_out: AtomicU64,
     /// Frames forwarded to another node.
     pub forwarded: AtomicU64,
+    /// DATA frames among `forwarded` (the rest are DELIVERED / ACK / NACK answers and
+    /// control frames).
+    pub forwarded_data: AtomicU64,
     /// Frames handed to another core.
     pub cross_core: AtomicU64,
     /// Frames delivered to this node.
