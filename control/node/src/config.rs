@@ -108,9 +108,9 @@ pub struct NodeArgs {
     /// WAL segment files per core (default 16).
     #[arg(long)]
     pub wal_segments: Option<usize>,
-    /// How DATA is delivered: `raw` (forwarded and handed over at most once; the default for
-    /// now) or `exactly-once` (persisted, deduplicated, DELIVERED / retransmitted; see
-    /// docs/decisions.md for its state).
+    /// How DATA is delivered: `exactly-once` (the default: persisted, deduplicated, DELIVERED
+    /// to the origin, retransmitted until then; SPEC §5) or `raw` (forwarded and handed over at
+    /// most once, nothing stored: for benchmarks of the forwarding path).
     #[arg(long)]
     pub delivery: Option<String>,
 }
@@ -267,7 +267,7 @@ impl NodeConfig {
                 })?,
             };
         let storage = resolve_storage(&args, node_id)?;
-        let delivery = match args.delivery.as_deref().unwrap_or("raw") {
+        let delivery = match args.delivery.as_deref().unwrap_or("exactly-once") {
             "raw" => DeliveryMode::Raw,
             "exactly-once" => DeliveryMode::ExactlyOnce,
             other => {

@@ -119,7 +119,7 @@ impl Mesh {
 
     fn forwarded(&self, id: u64) -> u64 {
         self.node(id)
-            .metric("mesh_forwarded_total")
+            .metric("mesh_forwarded_data_total")
             .unwrap_or_else(|| panic!("node {id} serves its metrics"))
     }
 

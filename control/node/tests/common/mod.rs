@@ -59,7 +59,7 @@ pub struct Node {
     pub data: tempfile::TempDir,
     /// `--durability` (the node's default, `batch`, unless a test sets it).
     pub durability: &'static str,
-    /// `--delivery` (the node's default, `raw`, unless a test sets it).
+    /// `--delivery` (the node's default, `exactly-once`, unless a test sets it).
     pub delivery: &'static str,
     child: Option<Child>,
 }
@@ -79,7 +79,7 @@ impl Node {
             grpc: None,
             data: tempfile::tempdir().expect("a data directory"),
             durability: "batch",
-            delivery: "raw",
+            delivery: "exactly-once",
             child: None,
         }
     }
