@@ -95,8 +95,9 @@ pub struct NodeArgs {
     /// Directory for this node's data (the WAL): default `mesh-data/node-<id>`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Where messages and dedup state are kept: `file` (the WAL, default) or `memory`
-    /// (nothing survives a restart).
+    /// Where messages and dedup state are kept: `file` (the WAL, default), `memory` (nothing
+    /// survives a restart) or `redis://[user:password@]host:port[/db]` (a Redis server; a
+    /// replacement node with the same id takes over the state).
     #[arg(long)]
     pub storage: Option<String>,
     /// When a message counts as persisted: `always`, `batch` (default) or `none`.
@@ -364,6 +365,18 @@ impl NodeConfig {
 
 /// The storage keys: `storage`, `data-dir`, `wal-segment-mib`, `wal-segments`.
 fn resolve_storage(args: &NodeArgs, node_id: u64) -> Result<StorageSpec, ConfigError> {
+    if let Some(url) = args.storage.as_deref()
+        && (url.starts_with("redis://") || url.starts_with("rediss://"))
+    {
+        // Checked here so that a typo is a configuration error, not a failed start.
+        mesh_storage::RedisConfig::check_url(url).map_err(|message| ConfigError::Invalid {
+            key: "storage",
+            message,
+        })?;
+        return Ok(StorageSpec::Redis {
+            url: url.to_owned(),
+        });
+    }
     let dir = args
         .data_dir
         .clone()
@@ -393,7 +406,7 @@ fn resolve_storage(args: &NodeArgs, node_id: u64) -> Result<StorageSpec, ConfigE
         }
         other => Err(ConfigError::Invalid {
             key: "storage",
-            message: format!("`{other}` is not one of file, memory"),
+            message: format!("`{other}` is not one of file, memory, redis://host:port"),
         }),
     }
 }
@@ -436,6 +449,35 @@ mod tests {
         assert!(e.to_string().starts_with("cert:"), "{e}");
         let e = toml::from_str::<NodeArgs>("nodeid = 1").unwrap_err();
         assert!(e.to_string().contains("nodeid"), "{e}");
+    }
+
+    #[test]
+    fn storage_is_a_file_memory_or_a_redis_url() {
+        let with = |storage: &str| {
+            NodeConfig::resolve(NodeArgs {
+                storage: Some(storage.into()),
+                ..NodeArgs::default()
+            })
+        };
+        assert!(matches!(
+            NodeConfig::resolve(NodeArgs::default()).unwrap().storage,
+            StorageSpec::File { .. }
+        ));
+        assert!(matches!(
+            with("memory").unwrap().storage,
+            StorageSpec::Memory
+        ));
+        let c = with("redis://user:pw@10.0.0.5:6380/2").unwrap();
+        assert!(
+            matches!(&c.storage, StorageSpec::Redis { url } if url == "redis://user:pw@10.0.0.5:6380/2")
+        );
+        let e = with("redis://user:secret@host:notaport")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("storage:"), "{e}");
+        assert!(!e.contains("secret"), "the password is not shown: {e}");
+        let e = with("disk").unwrap_err().to_string();
+        assert!(e.contains("file, memory, redis://"), "{e}");
     }
 
     #[test]

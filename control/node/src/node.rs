@@ -49,12 +49,19 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
     ecfg.storage = cfg.storage.clone();
     ecfg.durability = cfg.durability;
     ecfg.delivery.mode = cfg.delivery;
-    if let mesh_engine::StorageSpec::File { dir, .. } = &cfg.storage {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the data directory {}", dir.display()))?;
-        info!(dir = %dir.display(), durability = %cfg.durability, "write-ahead log");
-    } else {
-        warn!("storage is in memory: messages and dedup state do not survive a restart");
+    match &cfg.storage {
+        mesh_engine::StorageSpec::File { dir, .. } => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            info!(dir = %dir.display(), durability = %cfg.durability, "write-ahead log");
+        }
+        mesh_engine::StorageSpec::Redis { url } => {
+            let shown = url.rfind('@').map_or(url.as_str(), |at| &url[at + 1..]);
+            info!(server = shown, durability = %cfg.durability, "storage in Redis");
+        }
+        mesh_engine::StorageSpec::Memory => {
+            warn!("storage is in memory: messages and dedup state do not survive a restart");
+        }
     }
     let routes: RouteSnapshot = Arc::new(StaticRoutes::new(cfg.domain, 0));
     let engine = Arc::new(mesh_engine::start(ecfg, &routes).context("starting the data plane")?);

@@ -13,17 +13,19 @@ use std::time::{Duration, Instant};
 
 use mesh_client::{Client, ClientError, ClientOptions, status};
 
-use common::Node;
+use common::{Node, RedisServer};
 
 const A: u64 = 1;
 const B: u64 = 2;
 const C: u64 = 3;
 const MESSAGES: u64 = 100_000;
 
-fn line() -> (Node, Node, Node) {
+/// A -> B -> C; A keeps its state in `a_storage` (a `redis://` URL) instead of its WAL.
+fn line(a_storage: Option<String>) -> (Node, Node, Node) {
     let mut c = Node::new(C, vec![]);
     let mut b = Node::new(B, vec![c.listen]);
     let mut a = Node::new(A, vec![b.listen]);
+    a.storage = a_storage;
     for n in [&mut a, &mut b, &mut c] {
         n.keepalive_ms = 200;
         n.delivery = "exactly-once"; // the default, stated: this file is about it
@@ -183,7 +185,7 @@ fn check(rx: Receiver, persisted: &HashSet<u64>, what: &str, nodes: &[&Node]) {
 
 #[test]
 fn transit_node_killed_and_restarted_mid_stream() {
-    let (a, mut b, c) = line();
+    let (a, mut b, c) = line(None);
     let rx = Receiver::attach(&c);
     let persisted = Mutex::new(HashSet::new());
     std::thread::scope(|s| {
@@ -214,7 +216,19 @@ fn transit_node_killed_and_restarted_mid_stream() {
 
 #[test]
 fn origin_killed_and_restarted_mid_stream() {
-    let (mut a, _b, c) = line();
+    origin_killed(None, "A killed");
+}
+
+/// The origin keeps its messages, msg_ids and dedup state in Redis (`--storage redis://`):
+/// after the kill, the restarted node takes them from the server.
+#[test]
+fn origin_on_redis_killed_and_restarted_mid_stream() {
+    let redis = RedisServer::start();
+    origin_killed(Some(redis.url()), "A on Redis killed");
+}
+
+fn origin_killed(a_storage: Option<String>, what: &str) {
+    let (mut a, _b, c) = line(a_storage);
     let rx = Receiver::attach(&c);
     let persisted = Mutex::new(HashSet::new());
     std::thread::scope(|s| {
@@ -239,7 +253,7 @@ fn origin_killed_and_restarted_mid_stream() {
         "A persisted {} messages before it was killed",
         persisted.len()
     );
-    check(rx, &persisted, "A killed", &[&a, &c]);
+    check(rx, &persisted, what, &[&a, &c]);
 }
 
 /// The same stream with no fault: everything persisted arrives once, and the origin's
@@ -247,7 +261,7 @@ fn origin_killed_and_restarted_mid_stream() {
 /// 120 % of the messages here while queues on the path filled).
 #[test]
 fn steady_stream_without_faults() {
-    let (a, b, c) = line();
+    let (a, b, c) = line(None);
     let rx = Receiver::attach(&c);
     let persisted = Mutex::new(HashSet::new());
     produce(a.listen, 0, &persisted).expect("the producer's node stays up");

@@ -26,6 +26,13 @@ pub enum StorageSpec {
         /// Segment files per core.
         segments: usize,
     },
+    /// A Redis server (`redis://[user:password@]host:port[/db]`): messages, dedup state and
+    /// msg_id blocks under keys of this node id and core, so a replacement node with the same
+    /// id takes over a failed node's state.
+    Redis {
+        /// The server's URL.
+        url: String,
+    },
 }
 
 /// How executors are placed on CPUs.

@@ -14,7 +14,7 @@ use mesh_wire::{CloseReason, OutFrame};
 use tracing::{debug, info, warn};
 
 use mesh_storage::memory::MemoryConfig;
-use mesh_storage::{FileConfig, FileStorage, MemoryStorage, Storage};
+use mesh_storage::{FileConfig, FileStorage, MemoryStorage, RedisConfig, RedisStorage, Storage};
 
 use crate::config::{EngineConfig, Placement, StorageSpec};
 use crate::conn::run_connection;
@@ -358,6 +358,11 @@ async fn open_delivery(cfg: &EngineConfig, core: usize) -> Result<CoreDelivery, 
                 .with_segment_len(*segment_len)
                 .with_segments(*segments);
             Rc::new(FileStorage::open(fc).await.map_err(|e| e.to_string())?)
+        }
+        StorageSpec::Redis { url } => {
+            let rc =
+                RedisConfig::new(url.as_str(), cfg.node_id, partition).with_mode(cfg.durability);
+            Rc::new(RedisStorage::open(rc).await.map_err(|e| e.to_string())?)
         }
     };
     CoreDelivery::new(cfg.delivery, storage, cfg.limits)

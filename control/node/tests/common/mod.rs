@@ -61,6 +61,8 @@ pub struct Node {
     pub durability: &'static str,
     /// `--delivery` (the node's default, `exactly-once`, unless a test sets it).
     pub delivery: &'static str,
+    /// `--storage` other than the node's data directory (e.g. a `redis://` URL).
+    pub storage: Option<String>,
     child: Option<Child>,
 }
 
@@ -80,6 +82,7 @@ impl Node {
             data: tempfile::tempdir().expect("a data directory"),
             durability: "batch",
             delivery: "exactly-once",
+            storage: None,
             child: None,
         }
     }
@@ -122,6 +125,9 @@ impl Node {
             .stderr(Stdio::inherit());
         for c in &self.connect {
             cmd.arg("--connect").arg(c.to_string());
+        }
+        if let Some(storage) = &self.storage {
+            cmd.arg("--storage").arg(storage);
         }
         if let Some(addr) = self.grpc {
             cmd.arg("--enable-grpc")
@@ -259,4 +265,69 @@ pub fn make_certs(dir: &std::path::Path, ids: &[u64]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A `redis-server` of our own on a free loopback port (AOF with `appendfsync always`, so what
+/// it confirmed survives), killed when dropped.
+#[allow(dead_code)] // Not every test file uses it.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let binary = std::env::var("MESH_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let dir = tempfile::tempdir().expect("a directory for redis");
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} starts (scripts/setup.sh installs it): {e}"));
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut reply = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut reply).is_ok()
+                    && &reply == b"+PONG\r\n"
+                {
+                    return server;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server answers PING");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -87,6 +87,14 @@ impl RedisConfig {
         }
     }
 
+    /// Checks that `url` is a Redis URL this backend can use (without connecting); the error
+    /// names what is wrong and never shows a password.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        ::redis::Client::open(url)
+            .map(drop)
+            .map_err(|error| format!("redis URL `{}`: {error}", redacted(url)))
+    }
+
     /// Sets the durability mode.
     #[must_use]
     pub fn with_mode(mut self, mode: DurabilityMode) -> Self {
