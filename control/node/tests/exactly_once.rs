@@ -279,3 +279,93 @@ fn steady_stream_without_faults() {
         "{resent} retransmissions for {MESSAGES} messages over healthy links"
     );
 }
+
+/// Waits for the receipt of `seq` that satisfies `want`.
+fn receipt_for(
+    client: &mut Client,
+    seq: u64,
+    want: impl Fn(&mesh_client::Receipt) -> bool,
+) -> mesh_client::Receipt {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = client
+            .wait_receipts(Duration::from_millis(100))
+            .expect("the node answers");
+        if let Some(r) = got.into_iter().find(|r| r.seq == seq && want(r)) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no receipt for send {seq}");
+    }
+}
+
+/// Connects, waiting for a node that is starting.
+fn connect(node: &Node, subscribe: bool) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let options = ClientOptions {
+            subscribe,
+            ..ClientOptions::default()
+        };
+        match Client::connect(node.listen, options) {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} takes clients: {e}",
+                    node.id
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// SPEC §4 idempotency keys: a retried send with the key of one the node took (from another
+/// connection, and after the node was killed and restarted) gets the first one's msg_id and is
+/// not sent again; the destination's application sees the message once.
+#[test]
+fn a_retried_send_with_its_idempotency_key_is_not_sent_twice() {
+    let (mut a, _b, mut c) = line(None);
+    // With C down, A keeps the message (persisted, waiting for a route) across its restart.
+    c.kill();
+    let mut first = connect(&a, false);
+    let seq = first.send_idempotent(C, 0, b"order-1", b"first").unwrap();
+    let persisted = receipt_for(&mut first, seq, |r| r.status == status::PERSISTED);
+    assert!(!persisted.duplicate);
+    let mut retry = connect(&a, false);
+    let seq = retry.send_idempotent(C, 0, b"order-1", b"retry").unwrap();
+    let dup = receipt_for(&mut retry, seq, |_| true);
+    assert!(dup.duplicate, "{dup:?}");
+    assert_eq!(dup.msg_id, persisted.msg_id);
+    assert_eq!(dup.status, status::ACCEPTED);
+    drop((first, retry));
+    a.kill();
+    a.start();
+    let mut after = connect(&a, false);
+    let seq = after
+        .send_idempotent(C, 0, b"order-1", b"after restart")
+        .unwrap();
+    let dup = receipt_for(&mut after, seq, |_| true);
+    assert!(dup.duplicate && dup.msg_id == persisted.msg_id, "{dup:?}");
+    let seq = after.send_idempotent(C, 0, b"order-2", b"second").unwrap();
+    let other = receipt_for(&mut after, seq, |r| r.status == status::PERSISTED);
+    assert!(!other.duplicate && other.msg_id != persisted.msg_id);
+    // C comes back: each message arrives once, the retries never.
+    c.start();
+    let mut sub = connect(&c, true);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 2 && Instant::now() < deadline {
+        if let Some(d) = sub.recv(Some(Duration::from_millis(200))).unwrap() {
+            sub.ack(d.src_node, d.msg_id, true).unwrap();
+            got.push(String::from_utf8_lossy(&d.payload).into_owned());
+        }
+    }
+    // Late copies would show up now.
+    while let Some(d) = sub.recv(Some(Duration::from_secs(1))).unwrap() {
+        got.push(String::from_utf8_lossy(&d.payload).into_owned());
+    }
+    got.sort();
+    assert_eq!(got, vec!["first".to_owned(), "second".to_owned()]);
+    let _ = after.close();
+}

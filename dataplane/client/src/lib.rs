@@ -119,10 +119,16 @@ pub struct Receipt {
     pub msg_id: u64,
     /// The status reached: a `mesh.v1.MessageStatus` number (see [`status`]).
     pub status: u16,
+    /// The message carried an idempotency key the node already took
+    /// ([`Client::send_idempotent`]): `msg_id` is the first send's, nothing was sent again,
+    /// and `status` is [`status::ACCEPTED`] (later receipts for it go to the first sender).
+    pub duplicate: bool,
 }
 
 /// `mesh.v1.MessageStatus` numbers found in [`Receipt::status`].
 pub mod status {
+    /// Taken by the origin node (not yet durable).
+    pub const ACCEPTED: u16 = 1;
     /// Durable at the origin node: it will arrive, across crashes of any node.
     pub const PERSISTED: u16 = 2;
     /// Stored at the destination node.
@@ -289,6 +295,36 @@ impl Client {
             self.flush()?;
         }
         Ok(seq)
+    }
+
+    /// Queues a message with an idempotency key (at most
+    /// [`mesh_wire::IDEMPOTENCY_KEY_MAX`] bytes): if the node already took a message with this
+    /// key and still tracks it (from this or another client, before or after a restart of the
+    /// node), the receipt says [`Receipt::duplicate`] with the first one's msg_id and nothing is
+    /// sent again. For retrying after a lost connection without sending twice.
+    pub fn send_idempotent(
+        &mut self,
+        dst_node: u64,
+        dst_domain: u32,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
+        if key.is_empty() || key.len() > mesh_wire::IDEMPOTENCY_KEY_MAX {
+            return Err(ClientError::Invalid(
+                "an idempotency key has 1 to 128 bytes",
+            ));
+        }
+        let meta = Metadata {
+            idempotency_key: Some(key.to_vec()),
+            ..Metadata::default()
+        };
+        self.send_with(
+            dst_node,
+            dst_domain,
+            &meta,
+            Flags::EMPTY,
+            Bytes::copy_from_slice(payload),
+        )
     }
 
     /// Acknowledges a delivery (`success = false` rejects it: its sender sees ACK_FAILURE).
@@ -524,6 +560,7 @@ impl Client {
                     seq,
                     msg_id: frame.envelope().msg_id,
                     status,
+                    duplicate: m.duplicate == Some(true),
                 });
             }
             return;

@@ -377,6 +377,7 @@ impl Core {
         msg_id: u64,
         client_seq: u64,
         status: u16,
+        duplicate: bool,
     ) {
         let Some(q) = self.clients.borrow().get(&client).cloned() else {
             return;
@@ -384,6 +385,7 @@ impl Core {
         let meta = Metadata {
             status: Some(status),
             client_seq: Some(client_seq),
+            duplicate: duplicate.then_some(true),
             ..Metadata::default()
         };
         if let Some(frame) = self.report(FrameKind::Ack, 0, 0, msg_id, &meta) {

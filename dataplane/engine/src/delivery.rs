@@ -26,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ use mesh_wire::{Flags, Frame, FrameKind, Limits, MetaLimits, Metadata, NackReaso
 use tracing::{debug, error, info, warn};
 
 use crate::core::{Core, CoreMsg, Dispatch, Push, SessionId, SubscriberTarget};
+use crate::idempotency::IdempotencyKeys;
 use crate::metrics::{CoreMetrics, DropReason};
 use crate::queue::{OutItem, PeerQueue};
 
@@ -96,6 +98,8 @@ struct OutMsg {
     frame: OutFrame,
     /// The native client that sent it and its own number for it, for receipts.
     client: Option<(SessionId, u64)>,
+    /// Its idempotency key, released when the message is no longer tracked.
+    key: Option<Box<[u8]>>,
 }
 
 /// What waits for a WAL ticket to become durable.
@@ -156,6 +160,12 @@ pub(crate) struct CoreDelivery {
     settle_later: RefCell<VecDeque<(MsgKey, bool)>>,
     /// Domains of the sources this core heard from, to address answers.
     domains: RefCell<HashMap<u64, u32>>,
+    /// The node's idempotency keys, shared by its cores.
+    keys: Arc<IdempotencyKeys>,
+    /// Keys of finished messages, oldest first, still answered for a while (as many as the
+    /// outbox keeps finished statuses).
+    finished_keys: RefCell<VecDeque<(Box<[u8]>, u64)>>,
+    finished_keys_max: usize,
     kick: Kick,
     in_flight_max: usize,
 }
@@ -176,6 +186,7 @@ impl CoreDelivery {
         cfg: DeliveryConfig,
         storage: Rc<dyn Storage>,
         limits: Limits,
+        keys: Arc<IdempotencyKeys>,
     ) -> Result<Self, String> {
         let inbox = Inbox::new(cfg.inbox).map_err(|e| e.to_string())?;
         let d = Self {
@@ -189,6 +200,9 @@ impl CoreDelivery {
             blocked: RefCell::new(VecDeque::new()),
             settle_later: RefCell::new(VecDeque::new()),
             domains: RefCell::new(HashMap::new()),
+            keys,
+            finished_keys: RefCell::new(VecDeque::new()),
+            finished_keys_max: cfg.outbox.status_kept,
             kick: Kick::default(),
             in_flight_max: cfg.outbox.in_flight_max,
         };
@@ -217,11 +231,15 @@ impl CoreDelivery {
                 .handle_recovered(m.key.msg_id, env.dst_node, require_ack, now)
                 .is_ok()
             {
+                let key = idempotency_key(&f)
+                    .filter(|k| self.keys.claim(k, m.key.msg_id).is_ok())
+                    .map(Vec::into_boxed_slice);
                 self.out_msgs.borrow_mut().insert(
                     m.key.msg_id,
                     OutMsg {
                         frame: f,
                         client: None,
+                        key,
                     },
                 );
                 out += 1;
@@ -299,6 +317,32 @@ impl CoreDelivery {
         };
         let sent = frame.envelope();
         let client_seq = sent.msg_id;
+        let idem = if frame.flags().contains(Flags::HAS_META) {
+            match frame.meta(&MetaLimits::default()) {
+                Ok(m) => m.idempotency_key.map(Vec::into_boxed_slice),
+                Err(e) => {
+                    // The session checked the frame; its metadata is the client's business.
+                    debug!(error = %e, "a client's message has unreadable metadata");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(k) = &idem
+            && let Err(first) = self.keys.claim(k, msg_id)
+        {
+            // A retry of a send the node took: its msg_id, and nothing sent again. (This
+            // msg_id is burnt; ids need not be dense.)
+            core.send_receipt(
+                client,
+                first,
+                client_seq,
+                MessageStatus::Accepted.code(),
+                true,
+            );
+            return Ok(());
+        }
         frame.set_origin(core.node_id(), core.cfg.domain_id, msg_id);
         let env = frame.envelope();
         let key = MsgKey {
@@ -313,6 +357,9 @@ impl CoreDelivery {
                 // sequence number, which the receipts echo.
                 if !matches!(e, StorageError::Busy { .. }) {
                     self.fatal(&e);
+                }
+                if let Some(k) = &idem {
+                    self.keys.release(k, msg_id);
                 }
                 frame.set_origin(sent.src_node, sent.src_domain, client_seq);
                 self.kick.kick();
@@ -335,6 +382,7 @@ impl CoreDelivery {
             OutMsg {
                 frame: OutFrame::from(frame),
                 client: Some((client, client_seq)),
+                key: idem,
             },
         );
         self.pending
@@ -712,10 +760,10 @@ impl CoreDelivery {
                 if let Some((session, seq)) = client
                     && receipt_worthy(entry.status)
                 {
-                    core.send_receipt(session, msg_id, seq, entry.status.code());
+                    core.send_receipt(session, msg_id, seq, entry.status.code(), false);
                 }
                 if entry.status.is_final() {
-                    self.out_msgs.borrow_mut().remove(&msg_id);
+                    self.forget(msg_id);
                 }
             }
             OutboxEvent::Release { msg_id } => {
@@ -732,8 +780,24 @@ impl CoreDelivery {
                     .status(msg_id)
                     .is_some_and(|e| !e.status.is_final());
                 if !keep {
-                    self.out_msgs.borrow_mut().remove(&msg_id);
+                    self.forget(msg_id);
                 }
+            }
+        }
+    }
+
+    /// The message is no longer tracked: its frame goes; its idempotency key is still answered
+    /// until `finished_keys_max` later messages with keys finished.
+    fn forget(&self, msg_id: u64) {
+        let gone = self.out_msgs.borrow_mut().remove(&msg_id);
+        let Some(k) = gone.and_then(|m| m.key) else {
+            return;
+        };
+        let mut finished = self.finished_keys.borrow_mut();
+        finished.push_back((k, msg_id));
+        while finished.len() > self.finished_keys_max {
+            if let Some((old, id)) = finished.pop_front() {
+                self.keys.release(&old, id);
             }
         }
     }
@@ -808,6 +872,17 @@ pub(crate) async fn run(core: Rc<Core>) {
         };
         futures_lite::future::or(kicked, futures_lite::future::or(timer, durable)).await;
     }
+}
+
+/// The idempotency key in a stored frame's metadata, if any.
+fn idempotency_key(frame: &OutFrame) -> Option<Vec<u8>> {
+    let env = frame.envelope();
+    if !env.flags.contains(Flags::HAS_META) {
+        return None;
+    }
+    Metadata::decode(frame.meta(), &MetaLimits::default())
+        .ok()
+        .and_then(|m| m.idempotency_key)
 }
 
 /// A frame this node addressed to itself arrives as if from a peer (one copy into a receive

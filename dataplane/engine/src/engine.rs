@@ -20,6 +20,7 @@ use crate::config::{EngineConfig, Placement, StorageSpec};
 use crate::conn::run_connection;
 use crate::core::{Core, CoreMsg, EngineEvent, Push};
 use crate::delivery::CoreDelivery;
+use crate::idempotency::IdempotencyKeys;
 use crate::mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 use crate::metrics::CoreMetrics;
 use crate::routes::RouteSnapshot;
@@ -215,6 +216,7 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
     }
     let metrics: Vec<Arc<CoreMetrics>> = (0..n).map(|_| Arc::new(CoreMetrics::default())).collect();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr, StartError>>();
+    let keys = Arc::new(IdempotencyKeys::default());
     let mut threads = Vec::with_capacity(n);
     let mut listen_addr = cfg.listen;
     for (id, (rx, route_rx)) in inbox_rx.into_iter().zip(routes_rx).enumerate() {
@@ -228,13 +230,14 @@ pub fn start(cfg: EngineConfig, routes: &RouteSnapshot) -> Result<EngineHandle, 
         let m = metrics[id].clone();
         let routes = routes.clone();
         let addr_tx = addr_tx.clone();
+        let keys = keys.clone();
         let bind = listen_addr;
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("mesh-core-{id}"))
             .io_memory(cfg.io_memory);
         let handle = builder
             .spawn(move || async move {
-                let delivery = match open_delivery(&core_cfg, id).await {
+                let delivery = match open_delivery(&core_cfg, id, keys).await {
                     Ok(d) => d,
                     Err(detail) => {
                         let _ = addr_tx.send(Err(StartError::Storage(detail)));
@@ -339,7 +342,11 @@ enum StartError {
 }
 
 /// Opens the core's storage (recovering what it holds) and the delivery machines over it.
-async fn open_delivery(cfg: &EngineConfig, core: usize) -> Result<CoreDelivery, String> {
+async fn open_delivery(
+    cfg: &EngineConfig,
+    core: usize,
+    keys: Arc<IdempotencyKeys>,
+) -> Result<CoreDelivery, String> {
     let partition = u8::try_from(core)
         .map_err(|_| format!("core {core} has no msg_id partition (at most 256 cores)"))?;
     let storage: Rc<dyn Storage> = match &cfg.storage {
@@ -365,7 +372,7 @@ async fn open_delivery(cfg: &EngineConfig, core: usize) -> Result<CoreDelivery, 
             Rc::new(RedisStorage::open(rc).await.map_err(|e| e.to_string())?)
         }
     };
-    CoreDelivery::new(cfg.delivery, storage, cfg.limits)
+    CoreDelivery::new(cfg.delivery, storage, cfg.limits, keys)
 }
 
 async fn run_core(

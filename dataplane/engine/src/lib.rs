@@ -20,6 +20,7 @@ pub mod conn;
 pub mod core;
 pub mod delivery;
 pub mod engine;
+mod idempotency;
 pub mod mailbox;
 pub mod metrics;
 pub mod queue;

@@ -44,6 +44,6 @@ pub use frame::{Envelope, Frame};
 pub use header::{DEFAULT_TTL, HEADER_LEN, Header, MAGIC, VERSION};
 pub use kind::{Flags, FrameKind};
 pub use limits::{DEFAULT_MAX_FRAME_LEN, Limits, MAX_FRAME_LEN_HARD_CAP};
-pub use meta::{MetaLimits, Metadata};
+pub use meta::{IDEMPOTENCY_KEY_MAX, MetaLimits, Metadata};
 pub use pool::{BufPool, BufPoolConfig, BufPoolStats, BufferSource, HeapBuffers, PoolHandle};
 pub use reassembly::{ChunkOutcome, Message, Reassembler, ReassemblyLimits};

@@ -88,6 +88,12 @@ pub struct Metadata {
     pub status: Option<u16>,
     /// Key 12: the sequence number a native client gave a message, echoed in its receipts.
     pub client_seq: Option<u64>,
+    /// Key 13: a sender's idempotency key (at most [`IDEMPOTENCY_KEY_MAX`] bytes): a retried
+    /// send with the same key is answered with the first one's msg_id and not sent again.
+    pub idempotency_key: Option<Vec<u8>>,
+    /// Key 14: in a receipt, the message was not taken because its idempotency key matched an
+    /// earlier one (whose msg_id the receipt carries).
+    pub duplicate: Option<bool>,
     /// Keys ≥ 256: opaque extensions, in the order sent.
     pub extensions: Vec<(u64, Vec<u8>)>,
 }
@@ -104,6 +110,10 @@ const KEY_TEXT: u64 = 9;
 const KEY_E2E: u64 = 10;
 const KEY_STATUS: u64 = 11;
 const KEY_CLIENT_SEQ: u64 = 12;
+const KEY_IDEMPOTENCY_KEY: u64 = 13;
+const KEY_DUPLICATE: u64 = 14;
+/// Longest idempotency key (metadata key 13), in bytes.
+pub const IDEMPOTENCY_KEY_MAX: usize = 128;
 /// First key available to extensions.
 pub const FIRST_EXTENSION_KEY: u64 = 256;
 
@@ -127,6 +137,8 @@ impl Metadata {
             self.e2e.is_some(),
             self.status.is_some(),
             self.client_seq.is_some(),
+            self.idempotency_key.is_some(),
+            self.duplicate.is_some(),
         ];
         opts.iter().filter(|b| **b).count() as u64 + self.extensions.len() as u64
     }
@@ -181,6 +193,12 @@ impl Metadata {
             }
             if let Some(v) = self.client_seq {
                 e.u64(KEY_CLIENT_SEQ)?.u64(v)?;
+            }
+            if let Some(b) = &self.idempotency_key {
+                e.u64(KEY_IDEMPOTENCY_KEY)?.bytes(b)?;
+            }
+            if let Some(v) = self.duplicate {
+                e.u64(KEY_DUPLICATE)?.bool(v)?;
             }
             for (k, v) in &self.extensions {
                 e.u64(*k)?.bytes(v)?;
@@ -237,6 +255,13 @@ impl Metadata {
         if let Some(b) = &self.e2e {
             check_len("e2e", b.len(), l.max_field_len)?;
         }
+        if let Some(b) = &self.idempotency_key {
+            check_len(
+                "idempotency key",
+                b.len(),
+                IDEMPOTENCY_KEY_MAX.min(l.max_field_len),
+            )?;
+        }
         Ok(())
     }
 
@@ -256,7 +281,7 @@ impl Metadata {
         let entries = definite_map(&mut d)?;
         // Every entry takes at least two bytes: a count beyond that is a lie, refused before
         // any per-entry work.
-        let max_entries = KEY_CLIENT_SEQ + limits.max_extensions as u64;
+        let max_entries = KEY_DUPLICATE + limits.max_extensions as u64;
         if entries > max_entries {
             return Err(MetaError::TooManyExtensions {
                 count: entries,
@@ -267,7 +292,7 @@ impl Metadata {
         for _ in 0..entries {
             let key = uint(&mut d, "uint key")?;
             if key < FIRST_EXTENSION_KEY {
-                if !(KEY_CORR_ID..=KEY_CLIENT_SEQ).contains(&key) {
+                if !(KEY_CORR_ID..=KEY_DUPLICATE).contains(&key) {
                     return Err(MetaError::UnknownKey { key });
                 }
                 let bit = 1u16 << key;
@@ -309,6 +334,20 @@ impl Metadata {
                     })?);
                 }
                 KEY_CLIENT_SEQ => m.client_seq = Some(uint(&mut d, "uint client_seq")?),
+                KEY_IDEMPOTENCY_KEY => {
+                    m.idempotency_key = Some(byte_string(
+                        &mut d,
+                        "idempotency key",
+                        IDEMPOTENCY_KEY_MAX.min(limits.max_field_len),
+                    )?);
+                }
+                KEY_DUPLICATE => {
+                    let pos = d.position();
+                    m.duplicate = Some(d.bool().map_err(|_| MetaError::Malformed {
+                        position: pos,
+                        what: "bool duplicate",
+                    })?);
+                }
                 ext => {
                     if m.extensions.len() >= limits.max_extensions {
                         return Err(MetaError::TooManyExtensions {
@@ -446,6 +485,8 @@ mod tests {
             e2e: Some(vec![1, 2, 3]),
             status: Some(2),
             client_seq: Some(77),
+            idempotency_key: Some(b"order-42".to_vec()),
+            duplicate: Some(true),
             extensions: vec![(300, vec![9, 9])],
         }
     }
@@ -491,11 +532,18 @@ mod tests {
             Metadata::decode(&[0xBF, 0xFF], &l),
             Err(MetaError::IndefiniteLength { position: 0 })
         );
-        // unknown reserved key 13
+        // unknown reserved key 15
         assert_eq!(
-            Metadata::decode(&[0xA1, 0x0D, 0x00], &l),
-            Err(MetaError::UnknownKey { key: 13 })
+            Metadata::decode(&[0xA1, 0x0F, 0x00], &l),
+            Err(MetaError::UnknownKey { key: 15 })
         );
+        // an idempotency key over 128 bytes
+        let mut long = vec![0xA1, 0x0D, 0x58, 129];
+        long.extend_from_slice(&[b'k'; 129]);
+        assert!(matches!(
+            Metadata::decode(&long, &l),
+            Err(MetaError::FieldTooLong { .. })
+        ));
         // duplicate key 3
         assert_eq!(
             Metadata::decode(&[0xA2, 0x03, 0x00, 0x03, 0x01], &l),
