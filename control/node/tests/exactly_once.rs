@@ -369,3 +369,105 @@ fn a_retried_send_with_its_idempotency_key_is_not_sent_twice() {
     assert_eq!(got, vec!["first".to_owned(), "second".to_owned()]);
     let _ = after.close();
 }
+
+/// Messages larger than a frame travel as chunks and are tracked as one message: stored whole
+/// at both ends, retransmitted whole, reassembled once. 12 messages of 1.5 MiB while the
+/// transit node is killed and restarted: each arrives once, intact.
+#[test]
+fn chunked_messages_arrive_once_across_a_transit_restart() {
+    const COUNT: u64 = 12;
+    const LEN: usize = 1536 << 10;
+    let (a, mut b, c) = line(None);
+    let mut sub = connect(&c, true);
+    let mut producer = connect(&a, false);
+    let body = |n: u64| {
+        let mut v = vec![u8::try_from(n).unwrap(); LEN];
+        v[..8].copy_from_slice(&n.to_be_bytes());
+        v[LEN - 1] = 0xEE;
+        v
+    };
+    let mut seqs = HashMap::new();
+    for n in 0..COUNT {
+        let seq = producer
+            .send_with(
+                C,
+                0,
+                &mesh_wire::Metadata::default(),
+                mesh_wire::Flags::EMPTY,
+                bytes::Bytes::from(body(n)),
+            )
+            .unwrap();
+        seqs.insert(seq, n);
+        if n == COUNT / 3 {
+            producer.flush().unwrap();
+            b.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            b.start();
+        }
+    }
+    let mut persisted = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while persisted.len() < seqs.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {COUNT} persisted",
+            persisted.len()
+        );
+        for r in producer.wait_receipts(Duration::from_millis(100)).unwrap() {
+            assert_ne!(r.status, status::FAILED, "{r:?}");
+            if r.status == status::PERSISTED {
+                persisted.insert(seqs[&r.seq]);
+            }
+        }
+    }
+    let mut got: HashMap<u64, u32> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < usize::try_from(COUNT).unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {COUNT} chunked messages arrived",
+            got.len()
+        );
+        if let Some(d) = sub.recv(Some(Duration::from_millis(200))).unwrap() {
+            let n = u64::from_be_bytes(d.payload[..8].try_into().unwrap());
+            assert!(d.payload[..] == body(n)[..], "message {n} arrived intact");
+            *got.entry(n).or_insert(0) += 1;
+            sub.ack(d.src_node, d.msg_id, true).unwrap();
+        }
+    }
+    while let Some(d) = sub.recv(Some(Duration::from_secs(1))).unwrap() {
+        let n = u64::from_be_bytes(d.payload[..8].try_into().unwrap());
+        *got.entry(n).or_insert(0) += 1;
+    }
+    assert!(got.values().all(|&k| k == 1), "none twice: {got:?}");
+    let _ = producer.close();
+}
+
+/// A message over the storage's record limit (three quarters of a WAL segment: 3 MiB with the
+/// tests' 4 MiB segments) is refused with FAILED; the node keeps serving and takes the next
+/// message.
+#[test]
+fn a_message_over_the_record_limit_fails_and_the_node_goes_on() {
+    let (a, _b, c) = line(None);
+    let mut sub = connect(&c, true);
+    let mut producer = connect(&a, false);
+    let big = producer
+        .send_with(
+            C,
+            0,
+            &mesh_wire::Metadata::default(),
+            mesh_wire::Flags::EMPTY,
+            bytes::Bytes::from(vec![7u8; 3 << 20]),
+        )
+        .unwrap();
+    let failed = receipt_for(&mut producer, big, |_| true);
+    assert_eq!(failed.status, status::FAILED, "{failed:?}");
+    let small = producer.send(C, 0, b"after").unwrap();
+    receipt_for(&mut producer, small, |r| r.status == status::PERSISTED);
+    let d = sub
+        .recv(Some(Duration::from_secs(20)))
+        .unwrap()
+        .expect("the next message arrives");
+    assert_eq!(&d.payload[..], b"after");
+    let _ = producer.close();
+}

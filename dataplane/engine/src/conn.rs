@@ -18,12 +18,13 @@ use mesh_session::{
     Capabilities, ChannelSecurity, PeerInfo, Role, Session, SessionConfig, SessionEvent, Side,
 };
 use mesh_wire::decoder::DEFAULT_READ_CHUNK_LEN;
+use mesh_wire::reassembly::{ChunkOutcome, Reassembler, ReassemblyLimits};
 use mesh_wire::{CloseReason, Decoder, Frame, FrameKind};
 use tracing::{debug, info, warn};
 
 use crate::buffers::{CoreBuffers, PEER_READ_CHUNK_LEN};
 use crate::core::{Core, Dispatch, EngineEvent, SessionCtl, SessionSlot};
-use crate::delivery::{DeliveryMode, NotNow};
+use crate::delivery::{ClientMessage, DeliveryMode, NotNow};
 use crate::metrics::CoreMetrics;
 use crate::queue::{OutItem, PeerQueue};
 use crate::transport::Transport;
@@ -96,6 +97,7 @@ pub(crate) async fn run_connection(
         registered: false,
         subscriber: false,
         client_chunks: Vec::new(),
+        client_reassembly: None,
         plain_client_only,
         stalled: None,
         timer: None,
@@ -126,6 +128,9 @@ struct Conn {
     subscriber: bool,
     /// Chunked messages of a native client in progress: (client msg_id, node msg_id).
     client_chunks: Vec<(u64, u64)>,
+    /// A native client's chunked messages being reassembled (exactly-once mode), created at
+    /// the first chunk.
+    client_reassembly: Option<Reassembler>,
     /// Plain connection under `require_tls`, allowed only because it is a local client.
     plain_client_only: bool,
     /// A routed frame waiting for room at its next hop.
@@ -143,7 +148,7 @@ enum Stalled {
     /// Wait a moment, then retry.
     Later(Frame<BytesMut>, Timer),
     /// A native client's message the core could not take yet: offer it again shortly.
-    Client(Frame<BytesMut>, Timer),
+    Client(ClientMessage, Timer),
 }
 
 impl Conn {
@@ -375,11 +380,11 @@ impl Conn {
     /// Routes one frame. Returns false when it stalled.
     /// Hands a native client's (unchunked) message to the core's delivery machines, which
     /// persist and track it. Returns false when it must wait (the client is back-pressured).
-    fn accept_client_data(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
+    fn accept_client_data(&mut self, cx: &mut Context<'_>, msg: ClientMessage) -> bool {
         match self
             .core
             .delivery
-            .accept_client_data(&self.core, self.id, frame)
+            .accept_client_data(&self.core, self.id, msg)
         {
             Ok(()) => true,
             Err(NotNow(f)) => {
@@ -514,9 +519,11 @@ impl Conn {
         if self.peer.as_ref().is_some_and(|p| p.role == Role::Client) {
             if frame.kind() == FrameKind::Data
                 && self.core.delivery.mode() == DeliveryMode::ExactlyOnce
-                && !frame.flags().contains(mesh_wire::Flags::CHUNK)
             {
-                return self.accept_client_data(cx, frame);
+                if frame.flags().contains(mesh_wire::Flags::CHUNK) {
+                    return self.client_chunk(cx, frame);
+                }
+                return self.accept_client_data(cx, ClientMessage::Frame(frame));
             }
             if frame.kind() == FrameKind::Ack
                 && self.core.delivery.mode() == DeliveryMode::ExactlyOnce
@@ -552,6 +559,32 @@ impl Conn {
             _ => {
                 self.to_control(from, frame);
                 true
+            }
+        }
+    }
+
+    /// One chunk of a native client's message (exactly-once mode): the whole message goes to
+    /// the delivery machines once its last chunk came. Chunks over the reassembly bounds
+    /// (64 messages at once, 64 MiB) close the session.
+    fn client_chunk(&mut self, cx: &mut Context<'_>, frame: Frame<BytesMut>) -> bool {
+        let now = Instant::now();
+        let r = self.client_reassembly.get_or_insert_with(|| {
+            Reassembler::new(ReassemblyLimits {
+                source_partials_max: MAX_CLIENT_CHUNKED,
+                partials_max: MAX_CLIENT_CHUNKED,
+                ..ReassemblyLimits::default()
+            })
+        });
+        if r.poll_timeout().is_some_and(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+        match r.handle_chunk(frame, now) {
+            Ok(ChunkOutcome::Complete(m)) => self.accept_client_data(cx, ClientMessage::Chunked(m)),
+            Ok(ChunkOutcome::Incomplete | ChunkOutcome::Duplicate) => true,
+            Err(e) => {
+                warn!(core = self.core.id, error = %e, "a client's chunked message refused");
+                self.session.close(CloseReason::FlowControlViolation, now);
+                false
             }
         }
     }

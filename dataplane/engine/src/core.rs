@@ -423,15 +423,15 @@ impl Core {
         }
     }
 
-    /// Routes a frame addressed to this node: exactly-once traffic to the delivery machines of
-    /// the core that owns it, the rest (chunks, raw mode, frames nobody tracks) as before.
+    /// Routes a frame addressed to this node: exactly-once traffic (DATA, chunks included, and
+    /// the answers about it) to the delivery machines of the core that owns it, the rest (raw
+    /// mode, frames nobody tracks) as before.
     pub(crate) fn arrive(&self, frame: Frame<BytesMut>) -> Dispatch {
         let tracked = self.delivery.mode() == DeliveryMode::ExactlyOnce
-            && match frame.kind() {
-                FrameKind::Data => !frame.flags().contains(mesh_wire::Flags::CHUNK),
-                FrameKind::Delivered | FrameKind::Ack | FrameKind::Nack => true,
-                _ => false,
-            };
+            && matches!(
+                frame.kind(),
+                FrameKind::Data | FrameKind::Delivered | FrameKind::Ack | FrameKind::Nack
+            );
         if !tracked {
             return self.deliver(frame);
         }
@@ -790,6 +790,29 @@ impl Core {
         }
     }
 
+    /// Queues `item` right behind one [`Core::to_peer`] just took (the next chunk of the same
+    /// message): never held back for room. If the session is gone or another core's inbox is
+    /// full the item is dropped; the origin's retransmission sends the whole message again.
+    pub(crate) fn to_peer_after(&self, peer: u64, item: OutItem) {
+        if let Some(q) = self.local_queue(peer) {
+            if q.push(item, true).is_err() {
+                self.metrics.count_drop(DropReason::SessionClosed);
+            }
+            return;
+        }
+        let owner = self.remote.borrow().get(&peer).map(|&(c, _, _)| c);
+        let posted = owner.is_some_and(|core| {
+            self.inboxes[core]
+                .post(CoreMsg::ToPeer { peer, item })
+                .is_ok()
+        });
+        if posted {
+            CoreMetrics::add(&self.metrics.cross_core, 1);
+        } else {
+            self.metrics.count_drop(DropReason::SessionClosed);
+        }
+    }
+
     fn undeliverable_item(&self, item: &OutItem, reason: NackReason) {
         match item {
             OutItem::Local(f) => self.undeliverable(f, reason),
@@ -812,7 +835,7 @@ impl Core {
     /// Sends a NACK for a dropped DATA frame back to its source (never for other kinds: a lost
     /// DELIVERED or ACK is recovered by the origin's retransmission, and NACKing a NACK would
     /// loop).
-    fn nack(&self, env: &Envelope, reason: NackReason) {
+    pub(crate) fn nack(&self, env: &Envelope, reason: NackReason) {
         if env.kind != FrameKind::Data {
             return;
         }

@@ -18,8 +18,12 @@
 //!
 //! **Transit** nodes keep no per-message state: none of this runs for frames that only pass.
 //!
-//! Chunked messages (larger than one frame) still travel at most once in this version: their
-//! chunks are forwarded and reassembled, not tracked.
+//! **Chunked messages** (larger than one frame) are tracked as one message: the origin's
+//! connection reassembles a client's chunks, the message gets one msg_id and is stored as its
+//! chunk frames back to back in one record (so at most the storage's record limit, three
+//! quarters of a WAL segment and at most 16 MiB; a larger one fails with FAILED), and every transmission sends all its chunks. The destination
+//! reassembles them (bounded, with a timeout; chunks a retransmission repeats fill the gaps),
+//! deduplicates and stores the whole message, and offers all its chunks to the subscriber.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -36,7 +40,10 @@ use mesh_delivery::{
     Inbox, InboxConfig, InboxTransmit, MessageStatus, Outbox, OutboxConfig, OutboxEvent, Retransmit,
 };
 use mesh_storage::{Inbound, MsgKey, Storage, StorageError, Ticket};
-use mesh_wire::{Flags, Frame, FrameKind, Limits, MetaLimits, Metadata, NackReason, OutFrame};
+use mesh_wire::reassembly::{ChunkOutcome, Message, Reassembler, ReassemblyLimits};
+use mesh_wire::{
+    Flags, Frame, FrameKind, Limits, MetaLimits, Metadata, NackReason, OutFrame, chunk_message,
+};
 use tracing::{debug, error, info, warn};
 
 use crate::core::{Core, CoreMsg, Dispatch, Push, SessionId, SubscriberTarget};
@@ -91,11 +98,23 @@ fn receipt_worthy(status: MessageStatus) -> bool {
     )
 }
 
+/// A message as it travels: one frame, or the chunks of a larger message in order.
+type Frames = Vec<OutFrame>;
+
+/// A native client's message, as its connection hands it over.
+#[derive(Debug)]
+pub(crate) enum ClientMessage {
+    /// One frame (the common case, no copy).
+    Frame(Frame<BytesMut>),
+    /// A chunked message, reassembled by the connection.
+    Chunked(Message),
+}
+
 /// An outbound message the origin keeps until it is settled.
 #[derive(Debug)]
 struct OutMsg {
-    /// The frame as stored (stamped with this node's id and the msg_id).
-    frame: OutFrame,
+    /// The frames as stored (stamped with this node's id and the msg_id).
+    frames: Frames,
     /// The native client that sent it and its own number for it, for receipts.
     client: Option<(SessionId, u64)>,
     /// Its idempotency key, released when the message is no longer tracked.
@@ -143,7 +162,7 @@ impl Future for Kicked<'_> {
 
 /// Why a native client's message was not taken now; the connection waits and retries.
 #[derive(Debug)]
-pub(crate) struct NotNow(pub(crate) Frame<BytesMut>);
+pub(crate) struct NotNow(pub(crate) ClientMessage);
 
 /// The delivery state of one core.
 pub(crate) struct CoreDelivery {
@@ -152,10 +171,12 @@ pub(crate) struct CoreDelivery {
     outbox: RefCell<Outbox>,
     inbox: RefCell<Inbox>,
     out_msgs: RefCell<HashMap<u64, OutMsg>>,
-    in_msgs: RefCell<HashMap<(u64, u64), OutFrame>>,
+    in_msgs: RefCell<HashMap<(u64, u64), Frames>>,
+    /// Chunks of inbound messages not yet complete.
+    reassembler: RefCell<Reassembler>,
     pending: RefCell<VecDeque<(Ticket, Pending)>>,
     /// Transmissions that found the next hop's queue full, oldest first.
-    blocked: RefCell<VecDeque<(Retransmit, OutFrame, Rc<PeerQueue>)>>,
+    blocked: RefCell<VecDeque<(Retransmit, Frames, Rc<PeerQueue>)>>,
     /// Settle / ack records refused by a busy log, retried in order.
     settle_later: RefCell<VecDeque<(MsgKey, bool)>>,
     /// Domains of the sources this core heard from, to address answers.
@@ -196,6 +217,7 @@ impl CoreDelivery {
             inbox: RefCell::new(inbox),
             out_msgs: RefCell::new(HashMap::new()),
             in_msgs: RefCell::new(HashMap::new()),
+            reassembler: RefCell::new(Reassembler::new(ReassemblyLimits::default())),
             pending: RefCell::new(VecDeque::new()),
             blocked: RefCell::new(VecDeque::new()),
             settle_later: RefCell::new(VecDeque::new()),
@@ -216,14 +238,14 @@ impl CoreDelivery {
         let now = Instant::now();
         let (mut out, mut inn) = (0usize, 0usize);
         for m in recovered.outbound {
-            let Ok(f) = OutFrame::from_bytes(Bytes::from(m.frame), limits) else {
+            let Some(f) = stored_frames(m.frame, limits) else {
                 warn!(
                     msg_id = m.key.msg_id,
-                    "a recovered outbound record is not a frame; skipped"
+                    "a recovered outbound record is not a message; skipped"
                 );
                 continue;
             };
-            let env = f.envelope();
+            let env = f[0].envelope();
             let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
             if self
                 .outbox
@@ -231,13 +253,13 @@ impl CoreDelivery {
                 .handle_recovered(m.key.msg_id, env.dst_node, require_ack, now)
                 .is_ok()
             {
-                let key = idempotency_key(&f)
+                let key = idempotency_key(&f[0])
                     .filter(|k| self.keys.claim(k, m.key.msg_id).is_ok())
                     .map(Vec::into_boxed_slice);
                 self.out_msgs.borrow_mut().insert(
                     m.key.msg_id,
                     OutMsg {
-                        frame: f,
+                        frames: f,
                         client: None,
                         key,
                     },
@@ -246,15 +268,15 @@ impl CoreDelivery {
             }
         }
         for m in recovered.inbound {
-            let Ok(f) = OutFrame::from_bytes(Bytes::from(m.frame), limits) else {
+            let Some(f) = stored_frames(m.frame, limits) else {
                 warn!(
                     src = m.key.src_node,
                     msg_id = m.key.msg_id,
-                    "a recovered inbound record is not a frame; skipped"
+                    "a recovered inbound record is not a message; skipped"
                 );
                 continue;
             };
-            let env = f.envelope();
+            let env = f[0].envelope();
             let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
             self.domains
                 .borrow_mut()
@@ -290,45 +312,52 @@ impl CoreDelivery {
         self.inbox.borrow().held()
     }
 
-    /// Origin: takes a native client's DATA frame. `NotNow` when the core cannot take more
+    /// Origin: takes a native client's message. `NotNow` when the core cannot take more
     /// right now (outbox full, next hop backlogged, msg_ids or log room pending): the
     /// connection waits and offers it again, which back-pressures the client.
     pub(crate) fn accept_client_data(
         &self,
         core: &Core,
         client: SessionId,
-        mut frame: Frame<BytesMut>,
+        msg: ClientMessage,
     ) -> Result<(), NotNow> {
         if self.outbox.borrow().in_flight() >= self.in_flight_max
             || !self.blocked.borrow().is_empty()
         {
-            return Err(NotNow(frame));
+            return Err(NotNow(msg));
         }
         let msg_id = match self.storage.allocate_msg_id() {
             Ok(id) => id,
             Err(StorageError::Busy { .. }) => {
                 self.kick.kick();
-                return Err(NotNow(frame));
+                return Err(NotNow(msg));
             }
             Err(e) => {
                 self.fatal(&e);
-                return Err(NotNow(frame));
+                return Err(NotNow(msg));
             }
         };
-        let sent = frame.envelope();
+        let (sent, meta) = match &msg {
+            ClientMessage::Frame(f) => (
+                f.envelope(),
+                if f.flags().contains(Flags::HAS_META) {
+                    f.meta(&MetaLimits::default()).map_err(|e| e.to_string())
+                } else {
+                    Ok(Metadata::default())
+                },
+            ),
+            ClientMessage::Chunked(m) => (
+                m.envelope,
+                Metadata::decode(&m.meta, &MetaLimits::default()).map_err(|e| e.to_string()),
+            ),
+        };
         let client_seq = sent.msg_id;
-        let idem = if frame.flags().contains(Flags::HAS_META) {
-            match frame.meta(&MetaLimits::default()) {
-                Ok(m) => m.idempotency_key.map(Vec::into_boxed_slice),
-                Err(e) => {
-                    // The session checked the frame; its metadata is the client's business.
-                    debug!(error = %e, "a client's message has unreadable metadata");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let meta = meta.unwrap_or_else(|e| {
+            // The session checked the frame; its metadata is the client's business.
+            debug!(error = %e, "a client's message has unreadable metadata");
+            Metadata::default()
+        });
+        let idem = meta.idempotency_key.clone().map(Vec::into_boxed_slice);
         if let Some(k) = &idem
             && let Err(first) = self.keys.claim(k, msg_id)
         {
@@ -343,35 +372,87 @@ impl CoreDelivery {
             );
             return Ok(());
         }
-        frame.set_origin(core.node_id(), core.cfg.domain_id, msg_id);
-        let env = frame.envelope();
         let key = MsgKey {
-            src_node: env.src_node,
+            src_node: core.node_id(),
             msg_id,
         };
-        let ticket = match self.storage.append_outbound(key, frame.as_bytes()) {
-            Ok(t) => t,
-            Err(e) => {
-                // The id is burnt (ids need not be dense); the next attempt stamps a new one.
-                // The frame goes back as the client sent it: its msg_id field is the client's
-                // sequence number, which the receipts echo.
-                if !matches!(e, StorageError::Busy { .. }) {
+        let refuse = |e: StorageError, msg: ClientMessage| {
+            // The id is burnt (ids need not be dense); the next attempt stamps a new one.
+            if let Some(k) = &idem {
+                self.keys.release(k, msg_id);
+            }
+            match e {
+                StorageError::Busy { .. } => {
+                    self.kick.kick();
+                    Err(NotNow(msg))
+                }
+                StorageError::TooLarge { len, limit } => {
+                    warn!(
+                        len,
+                        limit, "a client's message is over the storage's record limit"
+                    );
+                    core.send_receipt(client, 0, client_seq, MessageStatus::Failed.code(), false);
+                    Ok(())
+                }
+                e => {
                     self.fatal(&e);
+                    Err(NotNow(msg))
                 }
-                if let Some(k) = &idem {
-                    self.keys.release(k, msg_id);
+            }
+        };
+        let (frames, ticket) = match msg {
+            ClientMessage::Frame(mut frame) => {
+                frame.set_origin(core.node_id(), core.cfg.domain_id, msg_id);
+                match self.storage.append_outbound(key, frame.as_bytes()) {
+                    Ok(t) => (vec![OutFrame::from(frame)], t),
+                    Err(e) => {
+                        // The frame goes back as the client sent it: its msg_id field is the
+                        // client's sequence number, which the receipts echo.
+                        frame.set_origin(sent.src_node, sent.src_domain, client_seq);
+                        return refuse(e, ClientMessage::Frame(frame));
+                    }
                 }
-                frame.set_origin(sent.src_node, sent.src_domain, client_seq);
-                self.kick.kick();
-                return Err(NotNow(frame));
+            }
+            ClientMessage::Chunked(m) => {
+                let mut env = m.envelope;
+                env.src_node = core.node_id();
+                env.src_domain = core.cfg.domain_id;
+                env.msg_id = msg_id;
+                let frames = match chunk_message(
+                    &env,
+                    &meta,
+                    &MetaLimits::default(),
+                    Bytes::from(m.to_contiguous()),
+                    &core.cfg.limits,
+                ) {
+                    Ok(c) => c.collect::<Frames>(),
+                    Err(e) => {
+                        warn!(error = %e, "a client's chunked message cannot be sent on");
+                        if let Some(k) = &idem {
+                            self.keys.release(k, msg_id);
+                        }
+                        core.send_receipt(
+                            client,
+                            0,
+                            client_seq,
+                            MessageStatus::Failed.code(),
+                            false,
+                        );
+                        return Ok(());
+                    }
+                };
+                match self.storage.append_outbound(key, &record_of(&frames)) {
+                    Ok(t) => (frames, t),
+                    Err(e) => return refuse(e, ClientMessage::Chunked(m)),
+                }
             }
         };
         let now = Instant::now();
-        let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
+        let require_ack = sent.flags.contains(Flags::REQUIRE_ACK);
         if let Err(e) =
             self.outbox
                 .borrow_mut()
-                .handle_accepted(msg_id, env.dst_node, require_ack, None, now)
+                .handle_accepted(msg_id, sent.dst_node, require_ack, None, now)
         {
             // Checked above; a duplicate id would be a storage bug.
             error!(msg_id, error = %e, "outbox refused a fresh message");
@@ -380,7 +461,7 @@ impl CoreDelivery {
         self.out_msgs.borrow_mut().insert(
             msg_id,
             OutMsg {
-                frame: OutFrame::from(frame),
+                frames,
                 client: Some((client, client_seq)),
                 key: idem,
             },
@@ -441,11 +522,28 @@ impl CoreDelivery {
         };
         let require_ack = env.flags.contains(Flags::REQUIRE_ACK);
         if self.storage.is_duplicate(key) {
+            // A retransmission: answered once, at its first chunk (a retransmission repeats
+            // them all).
+            if env.flags.contains(Flags::CHUNK) && env.chunk_index != 0 {
+                return;
+            }
             self.answer_duplicate(env.src_node, env.msg_id, require_ack);
             self.kick.kick();
             return;
         }
-        match self.storage.append_inbound(key, frame.as_bytes()) {
+        let (appended, frames) = if frame.flags().contains(Flags::CHUNK) {
+            let Some(frames) = self.reassemble(core, frame) else {
+                return;
+            };
+            (
+                self.storage.append_inbound(key, &record_of(&frames)),
+                frames,
+            )
+        } else {
+            let r = self.storage.append_inbound(key, frame.as_bytes());
+            (r, vec![OutFrame::from(frame)])
+        };
+        match appended {
             Ok(Inbound::New(ticket)) => {
                 let r = self
                     .inbox
@@ -455,7 +553,7 @@ impl CoreDelivery {
                     Ok(mesh_delivery::Verdict::New) => {
                         self.in_msgs
                             .borrow_mut()
-                            .insert((env.src_node, env.msg_id), OutFrame::from(frame));
+                            .insert((env.src_node, env.msg_id), frames);
                         self.pending
                             .borrow_mut()
                             .push_back((ticket, Pending::Inbound(env.src_node, env.msg_id)));
@@ -478,9 +576,56 @@ impl CoreDelivery {
                 // No room in the log: no DELIVERED, so the origin retransmits later.
                 core.metrics.count_drop(DropReason::QueueFull);
             }
+            Err(StorageError::TooLarge { len, limit }) => {
+                warn!(
+                    src = env.src_node,
+                    msg_id = env.msg_id,
+                    len,
+                    limit,
+                    "a message over the storage's record limit is refused"
+                );
+                core.metrics.count_drop(DropReason::QueueFull);
+                core.nack(&env, NackReason::TooLarge);
+            }
             Err(e) => self.fatal(&e),
         }
         self.kick.kick();
+    }
+
+    /// One chunk of an inbound message; the whole message's frames once its last chunk came.
+    fn reassemble(&self, core: &Core, frame: Frame<BytesMut>) -> Option<Frames> {
+        let now = Instant::now();
+        let mut r = self.reassembler.borrow_mut();
+        if r.poll_timeout().is_some_and(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+        let m = match r.handle_chunk(frame, now) {
+            Ok(ChunkOutcome::Complete(m)) => m,
+            Ok(ChunkOutcome::Incomplete | ChunkOutcome::Duplicate) => return None,
+            Err(e) => {
+                debug!(error = %e, "a chunk of an inbound message refused");
+                core.metrics.count_drop(DropReason::QueueFull);
+                return None;
+            }
+        };
+        drop(r);
+        let mut env = m.envelope;
+        env.flags = env.flags.without(Flags::RETRANSMIT);
+        let meta = Metadata::decode(&m.meta, &MetaLimits::default()).unwrap_or_default();
+        match chunk_message(
+            &env,
+            &meta,
+            &MetaLimits::default(),
+            Bytes::from(m.to_contiguous()),
+            &core.cfg.limits,
+        ) {
+            Ok(c) => Some(c.collect()),
+            Err(e) => {
+                warn!(src = env.src_node, msg_id = env.msg_id, error = %e, "a reassembled message cannot be stored");
+                core.nack(&env, NackReason::TooLarge);
+                None
+            }
+        }
     }
 
     /// A copy of a message already stored here: the inbox answers it (DELIVERED, or the ACK it
@@ -635,33 +780,40 @@ impl CoreDelivery {
                     _ => None,
                 }
             };
-            let Some((t, frame, q)) = head else { break };
-            if q.push(OutItem::Local(frame), true).is_err() {
-                // The session went away: the retransmission timer takes it from here.
-                core.metrics.count_drop(DropReason::SessionClosed);
+            let Some((t, frames, q)) = head else { break };
+            for frame in frames {
+                if q.push(OutItem::Local(frame), true).is_err() {
+                    // The session went away: the retransmission timer takes it from here.
+                    core.metrics.count_drop(DropReason::SessionClosed);
+                    break;
+                }
             }
             self.outbox.borrow_mut().handle_sent(t.msg_id, now);
         }
     }
 
     fn transmit(&self, core: &Core, t: Retransmit, now: Instant) {
-        let Some(mut frame) = self
+        let Some(mut frames) = self
             .out_msgs
             .borrow()
             .get(&t.msg_id)
-            .map(|m| m.frame.clone())
+            .map(|m| m.frames.clone())
         else {
             return;
         };
         if t.attempt > 1 || t.probe {
-            frame.set_transit_flags(Flags::RETRANSMIT);
+            for frame in &mut frames {
+                frame.set_transit_flags(Flags::RETRANSMIT);
+            }
             CoreMetrics::add(&core.metrics.retransmits, 1);
         }
-        let h = frame.header();
+        let h = *frames[0].header();
         if h.dst_node.get() == core.node_id() {
             // Addressed to this node itself: stored through the inbox like any arrival.
             self.outbox.borrow_mut().handle_sent(t.msg_id, now);
-            arrive_here(core, &frame);
+            for frame in &frames {
+                arrive_here(core, frame);
+            }
             return;
         }
         let next = core.next_hop(
@@ -676,10 +828,16 @@ impl CoreDelivery {
                 .handle_nack(t.msg_id, NackReason::NoRoute, now);
             return;
         };
-        match core.to_peer(next, OutItem::Local(frame)) {
-            Push::Done => self.outbox.borrow_mut().handle_sent(t.msg_id, now),
-            Push::Wait(OutItem::Local(frame), q) => {
-                self.blocked.borrow_mut().push_back((t, frame, q));
+        match core.to_peer(next, OutItem::Local(frames[0].clone())) {
+            Push::Done => {
+                // The other chunks follow the first into the same queue.
+                for frame in frames.into_iter().skip(1) {
+                    core.to_peer_after(next, OutItem::Local(frame));
+                }
+                self.outbox.borrow_mut().handle_sent(t.msg_id, now);
+            }
+            Push::Wait(OutItem::Local(_), q) => {
+                self.blocked.borrow_mut().push_back((t, frames, q));
             }
             Push::Wait(..) | Push::Later(_) => {
                 // Another core's inbox is full: the retransmission timer tries again.
@@ -729,18 +887,24 @@ impl CoreDelivery {
             };
             let o = self.inbox.borrow_mut().poll_offer(now);
             let Some(o) = o else { return };
-            let Some(mut frame) = self.in_msgs.borrow().get(&(o.src_node, o.msg_id)).cloned()
+            let Some(mut frames) = self.in_msgs.borrow().get(&(o.src_node, o.msg_id)).cloned()
             else {
                 continue;
             };
             if o.attempt > 1 {
-                frame.set_transit_flags(Flags::RETRANSMIT);
-            }
-            let handed = match (local, target) {
-                (Some(q), _) => q.push(OutItem::Local(frame), true).is_ok(),
-                (None, SubscriberTarget::Core(c)) => {
-                    core.inboxes[c].post(CoreMsg::Offer(frame)).is_ok()
+                for frame in &mut frames {
+                    frame.set_transit_flags(Flags::RETRANSMIT);
                 }
+            }
+            // All chunks or a retry: chunks handed before a failure are repeated then, and
+            // the subscriber's reassembly takes each once.
+            let handed = match (local, target) {
+                (Some(q), _) => frames
+                    .into_iter()
+                    .all(|frame| q.push(OutItem::Local(frame), true).is_ok()),
+                (None, SubscriberTarget::Core(c)) => frames
+                    .into_iter()
+                    .all(|frame| core.inboxes[c].post(CoreMsg::Offer(frame)).is_ok()),
                 (None, _) => false,
             };
             if handed {
@@ -872,6 +1036,23 @@ pub(crate) async fn run(core: Rc<Core>) {
         };
         futures_lite::future::or(kicked, futures_lite::future::or(timer, durable)).await;
     }
+}
+
+/// A message as stored: its frames back to back.
+fn record_of(frames: &[OutFrame]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(frames.iter().map(OutFrame::len).sum());
+    for f in frames {
+        f.write_to(&mut record);
+    }
+    record
+}
+
+/// The frames of a stored record (at least one), or `None` when it is not a message.
+#[allow(clippy::trivially_copy_pass_by_ref)] // `Limits` may grow.
+fn stored_frames(record: Vec<u8>, limits: &Limits) -> Option<Frames> {
+    OutFrame::sequence_from_bytes(Bytes::from(record), limits)
+        .ok()
+        .filter(|f| !f.is_empty() && f.iter().all(|x| x.envelope().kind == FrameKind::Data))
 }
 
 /// The idempotency key in a stored frame's metadata, if any.

@@ -360,15 +360,21 @@ async fn open_delivery(
             segment_len,
             segments,
         } => {
+            // A message's frames are one record: up to three quarters of a segment, at most
+            // 16 MiB.
+            let record_max = (*segment_len / 4 * 3).min(mesh_wal::record::RECORD_BODY_LEN_MAX);
             let fc = FileConfig::new(dir, partition)
                 .with_mode(cfg.durability)
                 .with_segment_len(*segment_len)
-                .with_segments(*segments);
+                .with_segments(*segments)
+                .with_record_len_max(record_max);
             Rc::new(FileStorage::open(fc).await.map_err(|e| e.to_string())?)
         }
         StorageSpec::Redis { url } => {
-            let rc =
+            let mut rc =
                 RedisConfig::new(url.as_str(), cfg.node_id, partition).with_mode(cfg.durability);
+            // As with the file backend: a message's frames, up to 16 MiB.
+            rc.frame_len_max = mesh_wal::record::RECORD_BODY_LEN_MAX;
             Rc::new(RedisStorage::open(rc).await.map_err(|e| e.to_string())?)
         }
     };

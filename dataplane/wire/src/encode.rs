@@ -54,6 +54,21 @@ impl OutFrame {
         })
     }
 
+    /// Frames stored back to back (e.g. the chunks of one message in one log record), each
+    /// checked against `limits`, without copying. An empty buffer is no frames.
+    pub fn sequence_from_bytes(
+        mut bytes: Bytes,
+        limits: &Limits,
+    ) -> Result<Vec<Self>, DecodeError> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let (frame, _) = Frame::parse(&bytes, limits)?;
+            let len = frame.header().frame_len();
+            frames.push(Self::from_bytes(bytes.split_to(len), limits)?);
+        }
+        Ok(frames)
+    }
+
     /// Sets transit flags (RETRANSMIT, ROUTE_LOCK) in the header; other bits are ignored.
     pub fn set_transit_flags(&mut self, flags: Flags) {
         self.header.set_transit_flags(flags);
@@ -266,6 +281,43 @@ mod from_bytes_tests {
         v.truncate(v.len() - 2);
         assert!(matches!(
             OutFrame::from_bytes(Bytes::from(v), &Limits::default()),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn the_chunks_of_a_message_come_back_from_one_buffer() {
+        let mut env = Envelope::new(FrameKind::Data);
+        env.msg_id = 3;
+        let limits = Limits {
+            max_frame_len: 256,
+            ..Limits::default()
+        };
+        let payload = Bytes::from((0..1000u32).map(|i| i.to_le_bytes()[0]).collect::<Vec<u8>>());
+        let frames: Vec<OutFrame> = crate::chunk_message(
+            &env,
+            &Metadata::default(),
+            &MetaLimits::default(),
+            payload.clone(),
+            &limits,
+        )
+        .unwrap()
+        .collect();
+        assert!(frames.len() > 4);
+        let mut stored = Vec::new();
+        for f in &frames {
+            f.write_to(&mut stored);
+        }
+        let back = OutFrame::sequence_from_bytes(Bytes::from(stored.clone()), &limits).unwrap();
+        assert_eq!(back, frames);
+        assert!(
+            OutFrame::sequence_from_bytes(Bytes::new(), &limits)
+                .unwrap()
+                .is_empty()
+        );
+        stored.pop();
+        assert!(matches!(
+            OutFrame::sequence_from_bytes(Bytes::from(stored), &limits),
             Err(DecodeError::Truncated { .. })
         ));
     }

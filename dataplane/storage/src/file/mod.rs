@@ -117,6 +117,15 @@ impl FileConfig {
         self
     }
 
+    /// Sets the largest record body (a message's frames), at most
+    /// [`mesh_wal::record::RECORD_BODY_LEN_MAX`] and what an empty segment holds (checked at
+    /// open). Call after [`FileConfig::with_segment_len`], which lowers it to fit.
+    #[must_use]
+    pub fn with_record_len_max(mut self, len: usize) -> Self {
+        self.wal.writer.record_body_len_max = len;
+        self
+    }
+
     /// Sets the durability mode.
     #[must_use]
     pub fn with_mode(mut self, mode: DurabilityMode) -> Self {
