@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mesh_engine::{EngineEvent, EngineHandle, RouteLookup, RouteSnapshot, SubmitError};
-use mesh_routing::{DomainId, Event, NextHop, NodeId, RouteTable, Router, RouterConfig};
+use mesh_engine::{EngineEvent, EngineHandle, Route, RouteLookup, RouteSnapshot, SubmitError};
+use mesh_routing::{
+    Destination, DomainId, Event, NextHop, NodeId, RouteError, RouteTable, Router, RouterConfig,
+};
 use mesh_session::Role;
 use mesh_wire::{Envelope, FrameKind, Limits, encode_frame};
 use tokio::sync::{mpsc, watch};
@@ -48,6 +50,45 @@ impl RouteLookup for LinkStateRoutes {
             Ok(NextHop::Forward(n)) => Some(n.get()),
             Ok(NextHop::Local) | Err(_) => None,
         }
+    }
+
+    fn route(&self, src_node: u64, dst_domain: u32, dst_node: u64, msg_id: u64) -> Route {
+        let Some(dst) = NodeId::new(dst_node) else {
+            return Route::NoRoute;
+        };
+        let src = NodeId::new(src_node).unwrap_or(dst);
+        let domain = if dst_domain == 0 {
+            match self.table.domain_of(dst) {
+                Some(d) => d,
+                None => return Route::NoRoute,
+            }
+        } else {
+            DomainId(dst_domain)
+        };
+        match self.table.lookup(domain, dst, src, msg_id) {
+            Ok(NextHop::Forward(n)) => Route::Forward(n.get()),
+            Ok(NextHop::Local) | Err(RouteError::NoRoute { .. }) => Route::NoRoute,
+            Err(RouteError::Denied { .. }) => Route::Denied,
+        }
+    }
+
+    fn rate_limit(&self, dst_domain: u32, dst_node: u64) -> Option<mesh_engine::RateLimit> {
+        let dst = NodeId::new(dst_node)?;
+        let domain = if dst_domain == 0 {
+            self.table.domain_of(dst)?
+        } else {
+            DomainId(dst_domain)
+        };
+        let r = self.table.rate_limit(domain, dst)?;
+        let scope = match r.dst {
+            Destination::Node(n) => (false, n.get()),
+            Destination::Domain(d) => (true, u64::from(d.0)),
+        };
+        Some(mesh_engine::RateLimit {
+            scope,
+            msgs_per_s: r.msgs_per_s,
+            burst: r.burst,
+        })
     }
 
     fn epoch(&self) -> u64 {

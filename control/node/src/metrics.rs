@@ -29,7 +29,7 @@ pub fn render(
     grpc: &GrpcMetrics,
 ) -> String {
     let mut out = String::with_capacity(8 << 10);
-    let per_core: [CoreCounter; 20] = [
+    let per_core: [CoreCounter; 21] = [
         ("mesh_frames_in_total", "Frames read from peers.", |m| {
             &m.frames_in
         }),
@@ -106,6 +106,11 @@ pub fn render(
             "mesh_retransmits_total",
             "Messages sent again (timeout, reconnect, route change).",
             |m| &m.retransmits,
+        ),
+        (
+            "mesh_rate_limited_total",
+            "Times a client's message waited for its destination's rate limit (SetPolicy).",
+            |m| &m.rate_limited,
         ),
         (
             "mesh_buffers_reused_total",

@@ -149,6 +149,8 @@ enum Stalled {
     Later(Frame<BytesMut>, Timer),
     /// A native client's message the core could not take yet: offer it again shortly.
     Client(ClientMessage, Timer),
+    /// A native client's message waiting for its destination's rate limit.
+    Limited(Frame<BytesMut>, Timer),
 }
 
 impl Conn {
@@ -373,6 +375,13 @@ impl Conn {
                 }
                 return self.accept_client_data(cx, f);
             }
+            Stalled::Limited(f, mut t) => {
+                if Pin::new(&mut t).poll(cx).is_pending() {
+                    self.stalled = Some(Stalled::Limited(f, t));
+                    return false;
+                }
+                return self.handle_routed(cx, f);
+            }
         };
         self.route_again(cx, frame)
     }
@@ -518,6 +527,19 @@ impl Conn {
         let from = self.peer.as_ref().map_or(0, |p| p.node_id);
         if self.peer.as_ref().is_some_and(|p| p.role == Role::Client) {
             if frame.kind() == FrameKind::Data
+                && (!frame.flags().contains(mesh_wire::Flags::CHUNK)
+                    || frame.envelope().chunk_index == 0)
+            {
+                // A message (its first chunk) to a rate-limited destination waits its turn.
+                let env = frame.envelope();
+                if let Some(wait) = self.core.rate_wait(env.dst_domain, env.dst_node) {
+                    let mut t = Timer::new(wait);
+                    let _ = Pin::new(&mut t).poll(cx);
+                    self.stalled = Some(Stalled::Limited(frame, t));
+                    return false;
+                }
+            }
+            if frame.kind() == FrameKind::Data
                 && self.core.delivery.mode() == DeliveryMode::ExactlyOnce
             {
                 if frame.flags().contains(mesh_wire::Flags::CHUNK) {
@@ -653,7 +675,10 @@ impl Conn {
                 reason,
             });
         }
-        if let Some(Stalled::Queue(_) | Stalled::Later(..) | Stalled::Client(..)) = self.stalled {
+        if let Some(
+            Stalled::Queue(_) | Stalled::Later(..) | Stalled::Client(..) | Stalled::Limited(..),
+        ) = self.stalled
+        {
             self.core
                 .metrics
                 .count_drop(crate::metrics::DropReason::SessionClosed);

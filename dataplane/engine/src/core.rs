@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mesh_session::{PeerInfo, Registration, SessionTable, Side, TieBreak, tie_break};
@@ -31,7 +32,8 @@ use crate::delivery::{CoreDelivery, DeliveryMode, owner_core, source_core};
 use crate::mailbox::{MailboxError, MailboxSender};
 use crate::metrics::{CoreMetrics, DropReason};
 use crate::queue::{OutItem, PeerQueue};
-use crate::routes::RouteSnapshot;
+use crate::ratelimit::RateLimiter;
+use crate::routes::{Route, RouteSnapshot};
 
 /// Identifies a session within the engine: core in the high 16 bits, a counter below.
 pub(crate) type SessionId = u64;
@@ -232,6 +234,8 @@ pub(crate) struct Core {
     /// rates. (The WAL's durable reservations replace this with the storage layer.)
     msg_id_base: u64,
     msg_id_next: Cell<u64>,
+    /// This core's share of the policy's rate limits.
+    limiter: RefCell<RateLimiter>,
 }
 
 impl Core {
@@ -267,6 +271,7 @@ impl Core {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0) << 20),
             msg_id_next: Cell::new(0),
+            limiter: RefCell::new(RateLimiter::default()),
         }
     }
 
@@ -356,17 +361,30 @@ impl Core {
         }
     }
 
-    /// The next hop towards `dst_node` in this core's route snapshot.
-    pub(crate) fn next_hop(
+    /// Where a frame towards `dst_node` goes, in this core's route snapshot.
+    pub(crate) fn route(
         &self,
         src_node: u64,
         dst_domain: u32,
         dst_node: u64,
         msg_id: u64,
-    ) -> Option<u64> {
+    ) -> Route {
         self.routes
             .borrow()
-            .next_hop(src_node, dst_domain, dst_node, msg_id)
+            .route(src_node, dst_domain, dst_node, msg_id)
+    }
+
+    /// How long a client's message to `(dst_domain, dst_node)` must wait for the policy's rate
+    /// limit; `None`: it may go now (and took its token).
+    pub(crate) fn rate_wait(&self, dst_domain: u32, dst_node: u64) -> Option<Duration> {
+        let limit = self.routes.borrow().rate_limit(dst_domain, dst_node)?;
+        let wait = self
+            .limiter
+            .borrow_mut()
+            .take(limit, self.cfg.cores, Instant::now())
+            .err()?;
+        CoreMetrics::add(&self.metrics.rate_limited, 1);
+        Some(wait)
     }
 
     /// Tells a native client what became of one of its messages (a receipt: an ACK frame on
@@ -686,14 +704,18 @@ impl Core {
             self.nack(&env, NackReason::TtlExpired);
             return Dispatch::Done;
         }
-        let next =
-            self.routes
-                .borrow()
-                .next_hop(env.src_node, env.dst_domain, env.dst_node, env.msg_id);
-        let Some(next) = next else {
-            self.metrics.count_drop(DropReason::NoRoute);
-            self.nack(&env, NackReason::NoRoute);
-            return Dispatch::Done;
+        let next = match self.route(env.src_node, env.dst_domain, env.dst_node, env.msg_id) {
+            Route::Forward(next) => next,
+            Route::NoRoute => {
+                self.metrics.count_drop(DropReason::NoRoute);
+                self.nack(&env, NackReason::NoRoute);
+                return Dispatch::Done;
+            }
+            Route::Denied => {
+                self.metrics.count_drop(DropReason::Denied);
+                self.nack(&env, NackReason::DeniedByPolicy);
+                return Dispatch::Done;
+            }
         };
         if let Some(q) = self.local_queue(next) {
             return match q.push(OutItem::Forward(frame), false) {
@@ -747,10 +769,16 @@ impl Core {
             h.dst_node.get(),
             h.msg_id.get(),
         );
-        let next = self.routes.borrow().next_hop(src, dst_domain, dst, msg_id);
-        let Some(next) = next else {
-            self.undeliverable(&frame, NackReason::NoRoute);
-            return (0, Push::Done);
+        let next = match self.route(src, dst_domain, dst, msg_id) {
+            Route::Forward(next) => next,
+            Route::NoRoute => {
+                self.undeliverable(&frame, NackReason::NoRoute);
+                return (0, Push::Done);
+            }
+            Route::Denied => {
+                self.undeliverable(&frame, NackReason::DeniedByPolicy);
+                return (0, Push::Done);
+            }
         };
         (next, self.to_peer(next, OutItem::Local(frame)))
     }
@@ -892,13 +920,15 @@ impl Core {
     /// metric (reports are asked for again by retransmission). False when there is no route.
     pub(crate) fn send_report(&self, frame: OutFrame) -> bool {
         let h = frame.header();
-        let Some(next) = self.next_hop(
+        // Answers are never denied: a policy limits what this node sends, not what it answers.
+        let next = match self.route(
             h.src_node.get(),
             h.dst_domain.get(),
             h.dst_node.get(),
             h.msg_id.get(),
-        ) else {
-            return false;
+        ) {
+            Route::Forward(next) => next,
+            Route::NoRoute | Route::Denied => return false,
         };
         if !matches!(self.to_peer(next, OutItem::Local(frame)), Push::Done) {
             self.metrics.count_drop(DropReason::QueueFull);

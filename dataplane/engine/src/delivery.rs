@@ -50,6 +50,7 @@ use crate::core::{Core, CoreMsg, Dispatch, Push, SessionId, SubscriberTarget};
 use crate::idempotency::IdempotencyKeys;
 use crate::metrics::{CoreMetrics, DropReason};
 use crate::queue::{OutItem, PeerQueue};
+use crate::routes::Route;
 
 /// How DATA addressed to this node is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -816,17 +817,27 @@ impl CoreDelivery {
             }
             return;
         }
-        let next = core.next_hop(
+        let route = core.route(
             h.src_node.get(),
             h.dst_domain.get(),
             h.dst_node.get(),
             h.msg_id.get(),
         );
-        let Some(next) = next else {
-            self.outbox
-                .borrow_mut()
-                .handle_nack(t.msg_id, NackReason::NoRoute, now);
-            return;
+        let next = match route {
+            Route::Forward(next) => next,
+            Route::NoRoute => {
+                self.outbox
+                    .borrow_mut()
+                    .handle_nack(t.msg_id, NackReason::NoRoute, now);
+                return;
+            }
+            Route::Denied => {
+                core.metrics.count_drop(DropReason::Denied);
+                self.outbox
+                    .borrow_mut()
+                    .handle_nack(t.msg_id, NackReason::DeniedByPolicy, now);
+                return;
+            }
         };
         match core.to_peer(next, OutItem::Local(frames[0].clone())) {
             Push::Done => {

@@ -17,6 +17,8 @@ pub enum DropReason {
     SessionClosed,
     /// The control thread's mailbox was full.
     ControlBusy,
+    /// The node's policy denies the destination.
+    Denied,
 }
 
 // `count_drops` indexes `dropped` by discriminant: `ALL` must list the reasons in order.
@@ -30,12 +32,13 @@ const _: () = {
 
 impl DropReason {
     /// Every reason, for exporting.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::TtlExpired,
         DropReason::NoRoute,
         DropReason::QueueFull,
         DropReason::SessionClosed,
         DropReason::ControlBusy,
+        DropReason::Denied,
     ];
 
     /// Metric label.
@@ -46,6 +49,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::SessionClosed => "session_closed",
             DropReason::ControlBusy => "control_busy",
+            DropReason::Denied => "denied_by_policy",
         }
     }
 }
@@ -86,8 +90,10 @@ pub struct CoreMetrics {
     pub inbox_held: AtomicU64,
     /// Messages sent again (timeout, reconnect, route change).
     pub retransmits: AtomicU64,
+    /// Times a client's message waited for its destination's rate limit.
+    pub rate_limited: AtomicU64,
     /// Drops, indexed like [`DropReason::ALL`].
-    pub dropped: [AtomicU64; 5],
+    pub dropped: [AtomicU64; 6],
     /// Sessions established.
     pub sessions_established: AtomicU64,
     /// Sessions currently open (established or handshaking).

@@ -8,12 +8,49 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To this peer.
+    Forward(u64),
+    /// Nowhere now: the destination is unknown or unreachable (NACK NO_ROUTE; the origin
+    /// tries again later).
+    NoRoute,
+    /// The node's policy denies the destination (NACK DENIED_BY_POLICY; the message fails).
+    Denied,
+}
+
+/// A rate limit of the node's policy on messages to a destination (SetPolicy `rate_limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// What it applies to: `(false, node id)` or `(true, domain id)`; messages to every node of
+    /// a limited domain share one budget.
+    pub scope: (bool, u64),
+    /// Sustained messages per second (at least 1).
+    pub msgs_per_s: u32,
+    /// Messages that may go at once after a quiet period (at least 1).
+    pub burst: u32,
+}
+
 /// A route table the forwarding path can consult. Implementations are immutable values.
 pub trait RouteLookup: Send + Sync + std::fmt::Debug + 'static {
     /// The peer to send a frame to on its way to `(dst_domain, dst_node)`, choosing among
     /// equal-cost next hops by a hash of `(src_node, dst_node, msg_id)` so a message's chunks
     /// keep one path. `None`: no route.
     fn next_hop(&self, src_node: u64, dst_domain: u32, dst_node: u64, msg_id: u64) -> Option<u64>;
+
+    /// [`RouteLookup::next_hop`] with the reason when there is none.
+    fn route(&self, src_node: u64, dst_domain: u32, dst_node: u64, msg_id: u64) -> Route {
+        self.next_hop(src_node, dst_domain, dst_node, msg_id)
+            .map_or(Route::NoRoute, Route::Forward)
+    }
+
+    /// The rate limit on messages this node originates to `(dst_domain, dst_node)`, if its
+    /// policy sets one (the node's own limit, else its domain's).
+    fn rate_limit(&self, dst_domain: u32, dst_node: u64) -> Option<RateLimit> {
+        let _ = (dst_domain, dst_node);
+        None
+    }
 
     /// Version of this snapshot (increases with every publication).
     fn epoch(&self) -> u64;
