@@ -293,7 +293,11 @@ mod from_bytes_tests {
             max_frame_len: 256,
             ..Limits::default()
         };
-        let payload = Bytes::from((0..1000u32).map(|i| i.to_le_bytes()[0]).collect::<Vec<u8>>());
+        let payload = Bytes::from(
+            (0..1000u32)
+                .map(|i| i.to_le_bytes()[0])
+                .collect::<Vec<u8>>(),
+        );
         let frames: Vec<OutFrame> = crate::chunk_message(
             &env,
             &Metadata::default(),
