@@ -13,8 +13,8 @@
 //! record is durable, then DELIVERED, ACK_SUCCESS / ACK_FAILURE or FAILED): [`Client::send`]
 //! returns the client's own sequence number, which each receipt echoes. A subscriber gets every
 //! message stored for the node until it [`Client::ack`]s it; an unacked message is offered
-//! again (with [`Delivery::redelivered`] set). Messages larger than one frame are chunked and
-//! travel at most once in this version.
+//! again (with [`Delivery::redelivered`] set). Messages larger than one frame are chunked on
+//! the wire and tracked as one message.
 //!
 //! ```no_run
 //! use mesh_client::{Client, ClientOptions};
@@ -123,6 +123,8 @@ pub struct Receipt {
     /// ([`Client::send_idempotent`]): `msg_id` is the first send's, nothing was sent again,
     /// and `status` is [`status::ACCEPTED`] (later receipts for it go to the first sender).
     pub duplicate: bool,
+    /// With [`status::FAILED`]: why, as a `mesh.v1.FailureReason` number.
+    pub reason: Option<u16>,
 }
 
 /// `mesh.v1.MessageStatus` numbers found in [`Receipt::status`].
@@ -561,6 +563,7 @@ impl Client {
                     msg_id: frame.envelope().msg_id,
                     status,
                     duplicate: m.duplicate == Some(true),
+                    reason: m.reason,
                 });
             }
             return;

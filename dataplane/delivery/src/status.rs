@@ -71,6 +71,30 @@ pub enum FailReason {
     RetriesExhausted,
 }
 
+impl FailReason {
+    /// The `mesh.v1.FailureReason` number. Running out of attempts is the proto's EXPIRED (given
+    /// up after staying pending too long).
+    pub fn code(self) -> u16 {
+        match self {
+            FailReason::TtlExpired => 1,
+            FailReason::Expired | FailReason::RetriesExhausted => 2,
+            FailReason::RejectedByPolicy => 3,
+            FailReason::TooLarge => 4,
+        }
+    }
+
+    /// In words, for status messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailReason::TtlExpired => "the hop limit ran out on the way",
+            FailReason::Expired => "not delivered before its deadline",
+            FailReason::RejectedByPolicy => "a policy denies the destination",
+            FailReason::TooLarge => "larger than the destination or the store accepts",
+            FailReason::RetriesExhausted => "given up after the most transmissions allowed",
+        }
+    }
+}
+
 /// A message's status and when it last changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusEntry {

@@ -88,6 +88,14 @@ pub enum CoreMsg {
         /// Accepted or rejected.
         success: bool,
     },
+    /// The statuses of messages this core allocated (GetStatus), answered on `reply` in the
+    /// order asked.
+    Status {
+        /// The msg_ids.
+        msg_ids: Vec<u64>,
+        /// Where the answer goes.
+        reply: crossbeam_channel::Sender<Vec<(u64, Option<mesh_delivery::StatusEntry>)>>,
+    },
     /// Core `core` now has (or no longer has) native subscribers.
     Subscribers {
         /// The core.
@@ -396,6 +404,7 @@ impl Core {
         client_seq: u64,
         status: u16,
         duplicate: bool,
+        reason: Option<u16>,
     ) {
         let Some(q) = self.clients.borrow().get(&client).cloned() else {
             return;
@@ -404,6 +413,7 @@ impl Core {
             status: Some(status),
             client_seq: Some(client_seq),
             duplicate: duplicate.then_some(true),
+            reason,
             ..Metadata::default()
         };
         if let Some(frame) = self.report(FrameKind::Ack, 0, 0, msg_id, &meta) {

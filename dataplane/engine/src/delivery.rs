@@ -303,6 +303,11 @@ impl CoreDelivery {
         self.mode
     }
 
+    /// The status of a message this core allocated, if it is tracked or recently finished.
+    pub(crate) fn status(&self, msg_id: u64) -> Option<mesh_delivery::StatusEntry> {
+        self.outbox.borrow().status(msg_id)
+    }
+
     /// Messages the origin keeps (accepted, not yet settled).
     pub(crate) fn in_flight(&self) -> usize {
         self.outbox.borrow().in_flight()
@@ -370,6 +375,7 @@ impl CoreDelivery {
                 client_seq,
                 MessageStatus::Accepted.code(),
                 true,
+                None,
             );
             return Ok(());
         }
@@ -392,7 +398,14 @@ impl CoreDelivery {
                         len,
                         limit, "a client's message is over the storage's record limit"
                     );
-                    core.send_receipt(client, 0, client_seq, MessageStatus::Failed.code(), false);
+                    core.send_receipt(
+                        client,
+                        0,
+                        client_seq,
+                        MessageStatus::Failed.code(),
+                        false,
+                        Some(mesh_delivery::FailReason::TooLarge.code()),
+                    );
                     Ok(())
                 }
                 e => {
@@ -438,6 +451,7 @@ impl CoreDelivery {
                             client_seq,
                             MessageStatus::Failed.code(),
                             false,
+                            Some(mesh_delivery::FailReason::TooLarge.code()),
                         );
                         return Ok(());
                     }
@@ -935,7 +949,14 @@ impl CoreDelivery {
                 if let Some((session, seq)) = client
                     && receipt_worthy(entry.status)
                 {
-                    core.send_receipt(session, msg_id, seq, entry.status.code(), false);
+                    core.send_receipt(
+                        session,
+                        msg_id,
+                        seq,
+                        entry.status.code(),
+                        false,
+                        entry.reason.map(mesh_delivery::FailReason::code),
+                    );
                 }
                 if entry.status.is_final() {
                     self.forget(msg_id);

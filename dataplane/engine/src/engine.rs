@@ -26,6 +26,17 @@ use crate::metrics::CoreMetrics;
 use crate::routes::RouteSnapshot;
 use crate::transport::Transport;
 
+/// Why [`EngineHandle::status`] has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    /// A core's inbox is full (or the engine stopped): ask again.
+    #[error("the data plane is busy")]
+    Busy,
+    /// A core did not answer in time.
+    #[error("the data plane did not answer in time")]
+    Timeout,
+}
+
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -158,6 +169,51 @@ impl EngineHandle {
             })) => Err(SubmitError::Stopped(f)),
             Err(_) => unreachable!("the message posted is a local ToPeer"),
         }
+    }
+
+    /// The statuses of messages this node originated (GetStatus), in the order of `msg_ids`;
+    /// `None` for an id no core tracks (or tracks no more). Each id is asked of the core that
+    /// allocated it. Blocks up to `timeout` for the cores' answers.
+    pub fn status(
+        &self,
+        msg_ids: &[u64],
+        timeout: std::time::Duration,
+    ) -> Result<Vec<Option<mesh_delivery::StatusEntry>>, StatusError> {
+        let cores = self.inboxes.len();
+        let mut by_core: Vec<Vec<u64>> = vec![Vec::new(); cores];
+        for &id in msg_ids {
+            let partition = u64::from(mesh_wal::msg_id::partition_of(id));
+            by_core[usize::try_from(partition % cores as u64).unwrap_or(0)].push(id);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut asked = 0;
+        for (core, ids) in by_core.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            if self.inboxes[core]
+                .post(CoreMsg::Status {
+                    msg_ids: ids,
+                    reply: tx.clone(),
+                })
+                .is_err()
+            {
+                return Err(StatusError::Busy);
+            }
+            asked += 1;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let mut found = std::collections::HashMap::new();
+        for _ in 0..asked {
+            let answer = rx
+                .recv_deadline(deadline)
+                .map_err(|_| StatusError::Timeout)?;
+            found.extend(answer);
+        }
+        Ok(msg_ids
+            .iter()
+            .map(|id| found.get(id).copied().flatten())
+            .collect())
     }
 
     /// Asks the engine to dial `addr` and keep a session with it.
@@ -436,6 +492,13 @@ async fn run_core(
                 success,
             } => core.delivery.handle_client_ack(src_node, msg_id, success),
             CoreMsg::Subscribers { core: c, present } => core.remote_subscribers(c, present),
+            CoreMsg::Status { msg_ids, reply } => {
+                let answer = msg_ids
+                    .into_iter()
+                    .map(|id| (id, core.delivery.status(id)))
+                    .collect();
+                let _ = reply.send(answer);
+            }
             CoreMsg::Shutdown => break,
         }
     }

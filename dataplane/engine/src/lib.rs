@@ -32,7 +32,7 @@ pub mod transport;
 pub use config::{DurabilityMode, EngineConfig, Placement, StorageSpec};
 pub use core::{CoreMsg, EngineEvent};
 pub use delivery::{DeliveryConfig, DeliveryMode};
-pub use engine::{EngineError, EngineHandle, SubmitError, start};
+pub use engine::{EngineError, EngineHandle, StatusError, SubmitError, start};
 pub use mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 pub use metrics::{CoreMetrics, DropReason};
 pub use queue::{OutItem, PeerQueue, QueueLimits};
