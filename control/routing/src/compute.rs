@@ -328,8 +328,8 @@ mod tests {
         let p = Policy {
             version: 1,
             domain_preferences: vec![crate::policy::DomainPreference {
-                domain: DomainId(5),
                 extra_cost: 100,
+                ..crate::policy::DomainPreference::new(DomainId(5))
             }],
             deny_domains: vec![DomainId(6)],
             deny_nodes: vec![n(3)],

@@ -11,11 +11,23 @@
 //! - **Link costs** override the cost of *this node's own* links to the neighbours named. They
 //!   are advertised in its LSA, so every node's SPF sees the same costs — overriding someone
 //!   else's link locally would make nodes disagree on paths and could loop traffic.
-//! - **Domain preferences** add a cost to routes whose next domain (the domain entered when
-//!   leaving this one) is the one named; a larger value steers traffic away from it. Like
-//!   BGP's local preference inside an AS, it must be the same on every node of a domain (the
-//!   control plane pushes one policy to the whole domain); the domain's borders advertise costs
-//!   that include it.
+//! - **Domain preferences**, per named domain, all applied by [`crate::interdomain`]. Like
+//!   BGP's local preference inside an AS, they must be the same on every node of a domain (the
+//!   control plane pushes one policy to the whole domain): every node then picks the same
+//!   exits, which is what keeps forwarding inside the domain loop-free.
+//!   - `extra_cost` is added to routes whose next domain (the domain entered when leaving this
+//!     one) is the one named; a larger value steers traffic away from it. The domain's borders
+//!     advertise costs that include it.
+//!   - `preferred_border_nodes` lists, most preferred first, the foreign border nodes (nodes of
+//!     a neighbouring domain linked to this one, as GetTopology lists them under their domain)
+//!     through which to leave towards the named domain. Among the exits of equal best cost
+//!     the first one listed wins, and all of the route's traffic goes to it instead of being
+//!     spread over the nearest exits; when none of the listed nodes is such an exit the route
+//!     is chosen by cost alone. It never makes a route more expensive.
+//!   - `avoid_transit` ranks every route that *transits* the named domain (enters it to reach
+//!     a different domain) after every route that does not, whatever their costs; such a
+//!     route is used only when nothing else reaches the destination. Routes to the named
+//!     domain itself are unaffected.
 //! - **Allow / deny**: a destination is permitted when it is not denied and, if the allow list
 //!   of its kind is non-empty, it is listed. A node destination must pass both the node lists
 //!   and the domain lists (for its domain). Denied destinations are removed from the route
@@ -41,13 +53,34 @@ pub struct LinkCost {
     pub cost: u32,
 }
 
-/// An extra cost for routes entering `domain` next.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Routing preferences for traffic towards, or through, one domain (see the module docs).
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct DomainPreference {
-    /// The neighbouring domain.
+    /// The domain named.
     pub domain: DomainId,
-    /// Added to the domain-level cost of routes through it.
+    /// Added to the domain-level cost of routes entering `domain` next.
     pub extra_cost: u32,
+    /// Foreign border nodes to leave through towards `domain`, most preferred first: among
+    /// exits of equal best cost, the first listed one takes all the traffic. No duplicates;
+    /// all lists of a policy together hold at most [`MAX_POLICY_ENTRIES`] nodes.
+    pub preferred_border_nodes: Vec<NodeId>,
+    /// Routes that enter `domain` to reach another domain are used only when no other route
+    /// reaches that domain.
+    pub avoid_transit: bool,
+}
+
+impl DomainPreference {
+    /// A preference for `domain` that changes nothing (no extra cost, no preferred borders,
+    /// transit allowed), to fill in.
+    #[must_use]
+    pub const fn new(domain: DomainId) -> DomainPreference {
+        DomainPreference {
+            domain,
+            extra_cost: 0,
+            preferred_border_nodes: Vec::new(),
+            avoid_transit: false,
+        }
+    }
 }
 
 /// A destination named by a policy entry.
@@ -77,7 +110,7 @@ pub struct Policy {
     pub version: u64,
     /// Costs of this node's own links.
     pub link_costs: Vec<LinkCost>,
-    /// Extra costs per next domain.
+    /// Preferences per domain (extra costs, preferred exits, transit avoidance).
     pub domain_preferences: Vec<DomainPreference>,
     /// Node destinations removed from the tables.
     pub deny_nodes: Vec<NodeId>,
@@ -128,6 +161,16 @@ pub enum PolicyError {
         /// The repeated key.
         key: u64,
     },
+    /// A key appears twice in a list of one domain preference.
+    #[error("policy field {field} of the preference for domain {domain} lists key {key} twice")]
+    DuplicateInPreference {
+        /// The field.
+        field: &'static str,
+        /// The preference's domain.
+        domain: u32,
+        /// The repeated key.
+        key: u64,
+    },
     /// A destination is both allowed and denied.
     #[error("policy field {field} both allows and denies {key}")]
     AllowedAndDenied {
@@ -174,6 +217,30 @@ fn sort_unique<T, K: Ord + Copy>(
     Ok(())
 }
 
+/// Bounds the preferred border nodes of all preferences together and fails on a node listed
+/// twice by one preference. The lists keep their order: it is the order of preference.
+fn check_preferred_borders(prefs: &[DomainPreference]) -> Result<(), PolicyError> {
+    const FIELD: &str = "domain_preferences.preferred_border_nodes";
+    check_len(
+        FIELD,
+        prefs.iter().map(|p| p.preferred_border_nodes.len()).sum(),
+    )?;
+    let mut sorted: Vec<NodeId> = Vec::new();
+    for p in prefs {
+        sorted.clear();
+        sorted.extend_from_slice(&p.preferred_border_nodes);
+        sorted.sort_unstable();
+        if let Some([first, ..]) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(PolicyError::DuplicateInPreference {
+                field: FIELD,
+                domain: p.domain.0,
+                key: first.get(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Policy {
     /// Checks and normalises the policy (lists sorted). The version is checked separately,
     /// against the one in force, by [`ValidPolicy::check_successor`].
@@ -193,6 +260,7 @@ impl Policy {
             |p| p.domain,
             domain,
         )?;
+        check_preferred_borders(&self.domain_preferences)?;
         sort_unique("deny_nodes", &mut self.deny_nodes, |n| *n, node)?;
         sort_unique("deny_domains", &mut self.deny_domains, |d| *d, domain)?;
         sort_unique("allow_nodes", &mut self.allow_nodes, |n| *n, node)?;
@@ -273,13 +341,40 @@ impl ValidPolicy {
             .map(|i| v[i].cost)
     }
 
-    /// The extra cost of routes entering `domain` next (0 when none is set).
+    /// The preference for `domain`, if any.
     #[must_use]
-    pub fn domain_extra_cost(&self, domain: DomainId) -> u32 {
+    pub fn domain_preference(&self, domain: DomainId) -> Option<&DomainPreference> {
         let v = &self.0.domain_preferences;
         v.binary_search_by_key(&domain, |p| p.domain)
             .ok()
-            .map_or(0, |i| v[i].extra_cost)
+            .map(|i| &v[i])
+    }
+
+    /// The extra cost of routes entering `domain` next (0 when none is set).
+    #[must_use]
+    pub fn domain_extra_cost(&self, domain: DomainId) -> u32 {
+        self.domain_preference(domain).map_or(0, |p| p.extra_cost)
+    }
+
+    /// The foreign border nodes to leave through towards `domain`, most preferred first
+    /// (empty when none is set).
+    #[must_use]
+    pub fn preferred_border_nodes(&self, domain: DomainId) -> &[NodeId] {
+        self.domain_preference(domain)
+            .map_or(&[], |p| &p.preferred_border_nodes)
+    }
+
+    /// Whether routes transiting `domain` are to be used only when nothing else reaches.
+    #[must_use]
+    pub fn avoids_transit(&self, domain: DomainId) -> bool {
+        self.domain_preference(domain)
+            .is_some_and(|p| p.avoid_transit)
+    }
+
+    /// Whether any preference avoids transit (so domain paths need a look).
+    #[must_use]
+    pub fn avoids_any_transit(&self) -> bool {
+        self.0.domain_preferences.iter().any(|p| p.avoid_transit)
     }
 
     /// Whether the node lists permit `node` (its domain is checked separately).
@@ -427,6 +522,64 @@ mod tests {
     }
 
     #[test]
+    fn preferred_border_lists_are_bounded_and_unique() {
+        let pref = |domain: u32, nodes: &[u64]| DomainPreference {
+            preferred_border_nodes: nodes.iter().copied().map(n).collect(),
+            ..DomainPreference::new(DomainId(domain))
+        };
+        let with = |prefs: Vec<DomainPreference>| Policy {
+            version: 1,
+            domain_preferences: prefs,
+            ..Policy::default()
+        };
+        // The same node in two preferences is fine; twice in one is not.
+        assert!(
+            with(vec![pref(2, &[7, 8]), pref(3, &[8, 7])])
+                .validate()
+                .is_ok()
+        );
+        let e = with(vec![pref(2, &[7, 8]), pref(3, &[9, 4, 6, 4])])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            PolicyError::DuplicateInPreference {
+                field: "domain_preferences.preferred_border_nodes",
+                domain: 3,
+                key: 4
+            }
+        );
+        assert!(
+            e.to_string().contains("domain 3") && e.to_string().contains("key 4"),
+            "{e}"
+        );
+        // The bound counts every preference's list.
+        let half = MAX_POLICY_ENTRIES as u64 / 2;
+        let nodes = |lo: u64, hi: u64| (lo..=hi).collect::<Vec<_>>();
+        assert!(
+            with(vec![pref(2, &nodes(1, half)), pref(3, &nodes(1, half))])
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(
+            with(vec![pref(2, &nodes(1, half)), pref(3, &nodes(1, half + 1))]).validate(),
+            Err(PolicyError::TooMany {
+                field: "domain_preferences.preferred_border_nodes",
+                limit: MAX_POLICY_ENTRIES,
+                count: MAX_POLICY_ENTRIES + 1
+            })
+        );
+        // Two preferences for one domain are still a duplicate of the outer list.
+        assert_eq!(
+            with(vec![pref(2, &[]), pref(2, &[5])]).validate(),
+            Err(PolicyError::Duplicate {
+                field: "domain_preferences",
+                key: 2
+            })
+        );
+    }
+
+    #[test]
     fn versions_must_increase() {
         let v0 = ValidPolicy::default();
         let v1 = Policy {
@@ -459,10 +612,18 @@ mod tests {
                     cost: 4,
                 },
             ],
-            domain_preferences: vec![DomainPreference {
-                domain: DomainId(5),
-                extra_cost: 100,
-            }],
+            domain_preferences: vec![
+                DomainPreference {
+                    domain: DomainId(5),
+                    extra_cost: 100,
+                    preferred_border_nodes: vec![n(8), n(3)],
+                    avoid_transit: false,
+                },
+                DomainPreference {
+                    avoid_transit: true,
+                    ..DomainPreference::new(DomainId(2))
+                },
+            ],
             deny_nodes: vec![n(13)],
             allow_domains: vec![DomainId(1), DomainId(5)],
             ..Policy::default()
@@ -473,6 +634,16 @@ mod tests {
         assert_eq!(p.link_cost(n(3)), None);
         assert_eq!(p.domain_extra_cost(DomainId(5)), 100);
         assert_eq!(p.domain_extra_cost(DomainId(6)), 0);
+        assert_eq!(
+            p.preferred_border_nodes(DomainId(5)),
+            [n(8), n(3)],
+            "the order of preference is kept"
+        );
+        assert!(p.preferred_border_nodes(DomainId(2)).is_empty());
+        assert!(p.avoids_transit(DomainId(2)));
+        assert!(!p.avoids_transit(DomainId(5)) && !p.avoids_transit(DomainId(6)));
+        assert!(p.avoids_any_transit());
+        assert!(!ValidPolicy::default().avoids_any_transit());
         assert!(!p.permits_node(n(13)));
         assert!(p.permits_node(n(14)));
         assert!(p.permits_domain(DomainId(5)));

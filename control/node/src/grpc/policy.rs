@@ -51,8 +51,8 @@ pub fn from_proto(me: NodeId, p: &pb::Policy) -> Result<Policy, Status> {
             )));
         }
         out.domain_preferences.push(DomainPreference {
-            domain: DomainId(d.domain_id),
             extra_cost: d.extra_cost,
+            ..DomainPreference::new(DomainId(d.domain_id))
         });
     }
     if let Some(deny) = &p.deny {
