@@ -17,6 +17,17 @@
 //! - the route's cost `K(D)` is the smallest offer; its **best leaves** are those making it;
 //! - its next hops are the equal-cost first hops towards the *nearest* best leaves.
 //!
+//! Two preferences of the policy refine this (see [`crate::policy`]):
+//! - **avoid transit**: an offer's full domain path is `Z` followed by L's advertised path; it
+//!   *transits* every domain on it but `D`. Offers are ranked by the number of
+//!   transit-avoided domains they transit first and by cost second, so `K(D)` is the smallest
+//!   cost among the offers transiting fewest of them — usually none; a transiting route wins
+//!   only when nothing else reaches `D`. Offers for `D` itself never transit `D`.
+//! - **preferred border nodes** for `D`: if one of the listed nodes is a best leaf, the first
+//!   such is the route's only exit (its next hops are the first hops towards it, however near
+//!   the other best leaves are). `K(D)` and the advertised path do not change: the exit is
+//!   chosen among equal-cost ones, all of which this domain could use.
+//!
 //! A border of H advertises into X, for each D, the cost `K(D)` and the shortest (then
 //! lexicographically smallest) best path that does not enter X; if every best path enters X
 //! it advertises nothing for D into X (BGP's rule: only the path actually used is
@@ -34,7 +45,12 @@
 //!   domain forwards to Z only when `K(H) = w + K(Z)`, and Z's advertised `K` is the one it
 //!   uses), so no domain is visited twice once the protocol has converged. A hybrid metric
 //!   (intra distance + remote cost) would not have this property: two domains could each see
-//!   the other as closer.
+//!   the other as closer. Neither preference touches this: a domain still forwards only on
+//!   an offer whose cost is the `K(D)` it advertises, and every node of the domain, sharing
+//!   LSDB and policy, picks the same exits. Avoid-transit does rank routes by something
+//!   other than cost, as BGP's local policies do, so domains whose policies conflict (each
+//!   avoiding the next one's preferred path) could keep changing routes instead of settling;
+//!   nothing here detects that.
 //! - **Path vector** rather than plain distance vector: withdrawals cannot count to infinity
 //!   around a cycle of domains.
 //!
@@ -65,7 +81,7 @@ pub(crate) struct DomainRoute {
     pub(crate) domain: DomainId,
     /// Domain-level cost `K(D)`.
     pub(crate) cost: u64,
-    /// Distance to the nearest best leaf.
+    /// Distance to the exit in use: the preferred best leaf, else the nearest best leaf.
     pub(crate) exit_cost: u64,
     best_start: u32,
     best_len: u32,
@@ -127,13 +143,14 @@ impl<'a> DomainRib<'a> {
             bits: Vec::new(),
             words,
         };
-        rib.merge(own, ws);
+        rib.merge(own, ws, policy);
         rib
     }
 
     /// Walks every leaf's offers in domain order (a k-way merge of the sorted reach lists plus
     /// each leaf's home) and keeps the best per domain.
-    fn merge(&mut self, own: DomainId, ws: &SpfWorkspace) {
+    fn merge(&mut self, own: DomainId, ws: &SpfWorkspace, policy: &ValidPolicy) {
+        let avoids_any = policy.avoids_any_transit();
         // Per leaf: whether its home offer is consumed, and the next reach index.
         let mut cursors: Vec<(bool, usize)> = vec![(false, 0); self.leaves.len()];
         let peek = |leaf: &Leaf<'_>, c: (bool, usize)| -> Option<DomainId> {
@@ -144,7 +161,8 @@ impl<'a> DomainRib<'a> {
                 next
             }
         };
-        let mut offers: Vec<(u32, u64)> = Vec::new();
+        // (leaf index, transit-avoided domains transited, cost).
+        let mut offers: Vec<(u32, u32, u64)> = Vec::new();
         while let Some(domain) = self
             .leaves
             .iter()
@@ -160,39 +178,59 @@ impl<'a> DomainRib<'a> {
                 }
                 let offer = if !c.0 && domain == leaf.home {
                     c.0 = true;
-                    Some(0)
+                    Some((0, &[][..]))
                 } else {
                     let e = &leaf.summary.reach()[c.1];
                     c.1 += 1;
                     // Path-vector loop prevention: never through our own domain.
-                    (!e.path.contains(&own)).then_some(u64::from(e.cost))
+                    (!e.path.contains(&own)).then_some((u64::from(e.cost), &e.path[..]))
                 };
-                if let (Some(k), true) = (offer, domain != own) {
+                if let (Some((k, path)), true) = (offer, domain != own) {
+                    let transits = if avoids_any {
+                        avoided_transits(policy, leaf.home, path, domain)
+                    } else {
+                        0
+                    };
                     offers.push((
                         u32::try_from(i).expect("leaves < max_origins"),
+                        transits,
                         leaf.base + k,
                     ));
                 }
             }
-            let Some(cost) = offers.iter().map(|o| o.1).min() else {
+            let Some((transits, cost)) = offers.iter().map(|o| (o.1, o.2)).min() else {
                 continue;
             };
             let best_start = u32::try_from(self.best.len()).expect("bounded");
-            let mut exit_cost = u64::MAX;
-            for &(i, c) in &offers {
-                if c == cost {
+            for &(i, t, c) in &offers {
+                if (t, c) == (transits, cost) {
                     self.best.push(i);
-                    exit_cost = exit_cost.min(self.leaves[i as usize].dist);
                 }
             }
             let best_len = u32::try_from(self.best.len()).expect("bounded") - best_start;
             let leaves = &self.leaves;
-            self.best[best_start as usize..].sort_unstable_by_key(|&i| leaves[i as usize].origin);
+            let best = &mut self.best[best_start as usize..];
+            best.sort_unstable_by_key(|&i| leaves[i as usize].origin);
+            // The exit: the first preferred node that is a best leaf, else the nearest ones.
+            let preferred = policy.preferred_border_nodes(domain).iter().find_map(|p| {
+                best.binary_search_by_key(p, |&i| leaves[i as usize].origin)
+                    .ok()
+                    .map(|j| best[j])
+            });
+            let exit_cost = match preferred {
+                Some(i) => leaves[i as usize].dist,
+                None => best
+                    .iter()
+                    .map(|&i| leaves[i as usize].dist)
+                    .min()
+                    .expect("a route has a best leaf"),
+            };
             let base = self.bits.len();
             self.bits.resize(base + self.words, 0);
             for &i in &self.best[best_start as usize..] {
                 let leaf = &self.leaves[i as usize];
-                if leaf.dist == exit_cost {
+                let exit = preferred.map_or(leaf.dist == exit_cost, |p| p == i);
+                if exit {
                     for (w, x) in ws.first_hop_bits(leaf.slot).iter().enumerate() {
                         self.bits[base + w] |= x;
                     }
@@ -268,4 +306,20 @@ impl<'a> DomainRib<'a> {
         }
         chosen
     }
+}
+
+/// How many transit-avoided domains the offer for `domain` through a leaf of `home`, with the
+/// advertised `path` after `home`, transits: the domains on `home, path...` other than
+/// `domain` (paths are simple, so that is every one but the last).
+fn avoided_transits(
+    policy: &ValidPolicy,
+    home: DomainId,
+    path: &[DomainId],
+    domain: DomainId,
+) -> u32 {
+    let count = core::iter::once(&home)
+        .chain(path)
+        .filter(|&&d| d != domain && policy.avoids_transit(d))
+        .count();
+    u32::try_from(count).expect("paths are at most MAX_DOMAIN_PATH_LEN long")
 }

@@ -71,7 +71,8 @@ pub struct InterRoute {
     pub domain: DomainId,
     /// Domain-level cost (inter-domain edge weights and preferences along the domain path).
     pub domain_cost: u64,
-    /// Distance from this node to the nearest best exit border.
+    /// Distance from this node to the exit border in use: the preferred one when the policy
+    /// names one among the best exits, else the nearest best one.
     pub exit_cost: u64,
     set: u32,
 }
