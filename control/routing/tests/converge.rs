@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use mesh_routing::{DomainId, LinkCost, NextHop, NodeId, Policy, RouteTable, Router, RouterConfig};
+use mesh_routing::{
+    DomainId, DomainPreference, LinkCost, NextHop, NodeId, Policy, RouteTable, Router, RouterConfig,
+};
 
 struct Rng(u64);
 
@@ -434,35 +436,44 @@ impl Net {
         let alive = self.alive();
         for &s in &alive {
             for &d in &alive {
-                let msg_id = self.rng.next();
-                let (mut cur, mut cost, mut hops) = (s, 0u64, 0);
-                loop {
-                    let t = self.tables[cur].as_ref().unwrap();
-                    match t.lookup(self.dom[d], self.ids[d], self.ids[s], msg_id) {
-                        Ok(NextHop::Local) => {
-                            assert_eq!(cur, d);
-                            break;
-                        }
-                        Ok(NextHop::Forward(n)) => {
-                            let next = self.index(n);
-                            cost += u64::from(self.cost(cur, next).expect("next hop is adjacent"));
-                            cur = next;
-                        }
-                        Err(e) => panic!("{} -> {}: {e}", self.ids[s], self.ids[d]),
-                    }
-                    hops += 1;
-                    assert!(
-                        hops <= alive.len(),
-                        "loop from {} to {}",
-                        self.ids[s],
-                        self.ids[d]
-                    );
-                }
-                if self.dom[s] == self.dom[d] {
-                    assert_eq!(cost, self.intra_dist(self.dom[s])[s][d]);
-                }
+                self.walk(s, d);
             }
         }
+    }
+
+    /// Walks one frame from `s` to `d` by the tables: the nodes it visits, `s` and `d`
+    /// included. Panics on a loop or a failed lookup; checks intra-domain walks are shortest.
+    fn walk(&mut self, s: usize, d: usize) -> Vec<usize> {
+        let alive = self.alive();
+        let msg_id = self.rng.next();
+        let (mut cur, mut cost) = (s, 0u64);
+        let mut visited = vec![s];
+        loop {
+            let t = self.tables[cur].as_ref().unwrap();
+            match t.lookup(self.dom[d], self.ids[d], self.ids[s], msg_id) {
+                Ok(NextHop::Local) => {
+                    assert_eq!(cur, d);
+                    break;
+                }
+                Ok(NextHop::Forward(n)) => {
+                    let next = self.index(n);
+                    cost += u64::from(self.cost(cur, next).expect("next hop is adjacent"));
+                    cur = next;
+                    visited.push(cur);
+                }
+                Err(e) => panic!("{} -> {}: {e}", self.ids[s], self.ids[d]),
+            }
+            assert!(
+                visited.len() <= alive.len() + 1,
+                "loop from {} to {}",
+                self.ids[s],
+                self.ids[d]
+            );
+        }
+        if self.dom[s] == self.dom[d] {
+            assert_eq!(cost, self.intra_dist(self.dom[s])[s][d]);
+        }
+        visited
     }
 
     fn received(&self) -> Vec<u64> {
@@ -574,6 +585,101 @@ fn converges_and_reconverges_lossless() {
 fn converges_and_reconverges_with_loss() {
     for seed in 11..=13 {
         scenario(seed, 150);
+    }
+}
+
+/// Every domain prefers, towards each other domain, the foreign borders in its own seeded
+/// order, and domains 1 and 3 avoid transit through domain 2 (though it is cheaper): every walk
+/// still arrives without a loop, every table keeps one route per other domain, and traffic
+/// between domains 1 and 3 stays off domain 2 while their direct link is up — and goes
+/// through it once it is not.
+#[test]
+fn domain_preferences_steer_without_loops() {
+    for seed in 41..=44 {
+        let mut net = Net::build(seed, 0);
+        net.run();
+        let domains: Vec<DomainId> = (1..=3).map(DomainId).collect();
+        for &home in &domains {
+            let mut rng = Rng(seed ^ u64::from(home.0));
+            let mut prefs = Vec::new();
+            for &d in domains.iter().filter(|d| **d != home) {
+                let mut borders: Vec<NodeId> = (0..net.ids.len())
+                    .filter(|i| net.dom[*i] != home)
+                    .map(|i| net.ids[i])
+                    .collect();
+                for i in (1..borders.len()).rev() {
+                    borders.swap(i, rng.below(i + 1));
+                }
+                prefs.push(DomainPreference {
+                    // Entering 1 or 3 directly costs more than going round through 2, so
+                    // only avoid-transit keeps traffic between them off domain 2.
+                    extra_cost: if home == DomainId(2) || d == DomainId(2) {
+                        0
+                    } else {
+                        50
+                    },
+                    preferred_border_nodes: borders,
+                    avoid_transit: d == DomainId(2),
+                    domain: d,
+                });
+            }
+            let policy = Policy {
+                version: 1,
+                domain_preferences: prefs,
+                ..Policy::default()
+            };
+            for i in 0..net.ids.len() {
+                if net.dom[i] == home {
+                    net.router(i).handle_set_policy(policy.clone()).unwrap();
+                }
+            }
+        }
+        net.run();
+        net.walk_all();
+        for t in net.tables.iter().flatten() {
+            assert_eq!(t.inter_routes().len(), 2);
+        }
+        let between_1_and_3 = |net: &Net| -> Vec<(usize, usize)> {
+            let alive = net.alive();
+            let mut pairs = Vec::new();
+            for &s in &alive {
+                for &d in &alive {
+                    let (a, b) = (net.dom[s].0, net.dom[d].0);
+                    if a != b && a != 2 && b != 2 {
+                        pairs.push((s, d));
+                    }
+                }
+            }
+            pairs
+        };
+        for (s, d) in between_1_and_3(&net) {
+            let path = net.walk(s, d);
+            assert!(
+                path.iter().all(|v| net.dom[*v] != DomainId(2)),
+                "seed {seed}: {} -> {} transits domain 2",
+                net.ids[s],
+                net.ids[d]
+            );
+        }
+        // The only 1–3 link fails: domain 2 is the only way, and it is used.
+        let direct: Vec<(usize, usize)> = net
+            .links
+            .keys()
+            .copied()
+            .filter(|&(a, b)| a < b && net.dom[a] != DomainId(2) && net.dom[b] != DomainId(2))
+            .filter(|&(a, b)| net.dom[a] != net.dom[b])
+            .collect();
+        assert!(!direct.is_empty(), "Net::build links domains 1 and 3");
+        for (a, b) in direct {
+            net.fail_link(a, b);
+        }
+        net.run();
+        net.walk_all();
+        for (s, d) in between_1_and_3(&net) {
+            let path = net.walk(s, d);
+            assert!(path.iter().any(|v| net.dom[*v] == DomainId(2)));
+        }
+        net.assert_nothing_rejected();
     }
 }
 
