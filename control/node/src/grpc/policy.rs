@@ -3,11 +3,13 @@
 //!
 //! The conversion checks what only the wire form can get wrong (ids of 0, a rate limit without a
 //! scope, a link override for another node's link) and names the field as the proto spells it
-//! (`policy.link_costs[2].from_node`). Everything else — costs of 0, duplicates, allowed and
+//! (`policy.link_costs[2].from_node`, `policy.domain_preferences[0].preferred_border_nodes[1]`).
+//! Everything else — costs of 0, duplicates (preferred border nodes included), allowed and
 //! denied at once, list limits, the version — is the router's [`Policy::validate`] and
-//! [`mesh_routing::ValidPolicy::check_successor`], mapped by [`rejection`]. Rules the routing
-//! core cannot apply yet (preferred border nodes, avoid-transit, per-client rate limits) are
-//! UNIMPLEMENTED, never silently dropped.
+//! [`mesh_routing::ValidPolicy::check_successor`], mapped by [`rejection`]. Domain preferences
+//! (extra cost, preferred border nodes in their order, avoid-transit) are applied by the
+//! routing core's inter-domain computation ([`mesh_routing::interdomain`]). The one rule it
+//! cannot apply yet, per-client rate limits, is UNIMPLEMENTED, never silently dropped.
 
 use mesh_proto::v1 as pb;
 use mesh_routing::{
@@ -40,19 +42,14 @@ pub fn from_proto(me: NodeId, p: &pb::Policy) -> Result<Policy, Status> {
         });
     }
     for (i, d) in p.domain_preferences.iter().enumerate() {
-        if !d.preferred_border_nodes.is_empty() {
-            return Err(Status::unimplemented(format!(
-                "policy.domain_preferences[{i}].preferred_border_nodes: not supported by this node yet (use extra_cost)"
-            )));
-        }
-        if d.avoid_transit {
-            return Err(Status::unimplemented(format!(
-                "policy.domain_preferences[{i}].avoid_transit: not supported by this node yet (use extra_cost)"
-            )));
-        }
         out.domain_preferences.push(DomainPreference {
+            domain: DomainId(d.domain_id),
             extra_cost: d.extra_cost,
-            ..DomainPreference::new(DomainId(d.domain_id))
+            preferred_border_nodes: node_ids(
+                &d.preferred_border_nodes,
+                &format!("policy.domain_preferences[{i}].preferred_border_nodes"),
+            )?,
+            avoid_transit: d.avoid_transit,
         });
     }
     if let Some(deny) = &p.deny {
@@ -144,11 +141,19 @@ mod tests {
         let p = pb::Policy {
             version: 3,
             link_costs: vec![link(1, 2, 7)],
-            domain_preferences: vec![pb::DomainPreference {
-                domain_id: 4,
-                extra_cost: 10,
-                ..pb::DomainPreference::default()
-            }],
+            domain_preferences: vec![
+                pb::DomainPreference {
+                    domain_id: 4,
+                    extra_cost: 10,
+                    ..pb::DomainPreference::default()
+                },
+                pb::DomainPreference {
+                    domain_id: 6,
+                    preferred_border_nodes: vec![12, 11],
+                    avoid_transit: true,
+                    ..pb::DomainPreference::default()
+                },
+            ],
             deny: Some(pb::DestinationSet {
                 nodes: vec![9],
                 domains: vec![5],
@@ -164,6 +169,16 @@ mod tests {
         assert_eq!(r.version, 3);
         assert_eq!(r.link_costs[0].cost, 7);
         assert_eq!(r.domain_preferences[0].extra_cost, 10);
+        assert!(r.domain_preferences[0].preferred_border_nodes.is_empty());
+        assert!(!r.domain_preferences[0].avoid_transit);
+        let six = &r.domain_preferences[1];
+        assert_eq!(six.domain, DomainId(6));
+        assert_eq!(
+            six.preferred_border_nodes,
+            [NodeId::new(12).unwrap(), NodeId::new(11).unwrap()],
+            "the order of preference is kept"
+        );
+        assert!(six.avoid_transit);
         assert_eq!(r.deny_nodes, [NodeId::new(9).unwrap()]);
         assert_eq!(r.deny_domains, [DomainId(5)]);
         assert_eq!(r.rate_limits[0].burst, 100, "burst 0 means msgs_per_sec");
@@ -200,6 +215,23 @@ mod tests {
         });
         assert!(e.message().starts_with("policy.deny.nodes[1]"), "{e}");
         let e = bad(pb::Policy {
+            domain_preferences: vec![
+                pb::DomainPreference::default(),
+                pb::DomainPreference {
+                    domain_id: 3,
+                    preferred_border_nodes: vec![7, 0],
+                    ..pb::DomainPreference::default()
+                },
+            ],
+            ..pb::Policy::default()
+        });
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(
+            e.message()
+                .starts_with("policy.domain_preferences[1].preferred_border_nodes[1]"),
+            "{e}"
+        );
+        let e = bad(pb::Policy {
             rate_limits: vec![pb::RateLimit {
                 scope: Some(pb::rate_limit::Scope::Client("*".into())),
                 msgs_per_sec: 1,
@@ -226,6 +258,30 @@ mod tests {
         let s = rejection(&zero);
         assert_eq!(s.code(), Code::InvalidArgument);
         assert!(s.message().contains("link_costs"), "{s:?}");
+        let twice = from_proto(
+            me(),
+            &pb::Policy {
+                version: 1,
+                domain_preferences: vec![pb::DomainPreference {
+                    domain_id: 3,
+                    preferred_border_nodes: vec![7, 8, 7],
+                    ..pb::DomainPreference::default()
+                }],
+                ..pb::Policy::default()
+            },
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        let s = rejection(&twice);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(
+            s.message()
+                .contains("domain_preferences.preferred_border_nodes")
+                && s.message().contains("domain 3")
+                && s.message().contains("key 7"),
+            "{s:?}"
+        );
         let stale = PolicyError::StaleVersion {
             current: 2,
             proposed: 1,
