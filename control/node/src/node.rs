@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::config::{NodeConfig, PlacementArg, TlsFiles};
 use crate::control::{self, ControlMetrics};
-use crate::grpc::{self, GrpcMetrics, MeshControlService};
+use crate::grpc::{self, GrpcMetrics, MeshControlService, MeshDataService};
 use crate::metrics;
 
 /// How long shutdown waits for gRPC calls in progress.
@@ -49,6 +49,7 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
     ecfg.storage = cfg.storage.clone();
     ecfg.durability = cfg.durability;
     ecfg.delivery.mode = cfg.delivery;
+    let delivery_mode = cfg.delivery;
     match &cfg.storage {
         mesh_engine::StorageSpec::File { dir, .. } => {
             std::fs::create_dir_all(dir)
@@ -108,7 +109,9 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
                     control_handle,
                     grpc_metrics.clone(),
                 );
-                Some(start_grpc(listener, service, stop_rx.clone())?)
+                let data =
+                    MeshDataService::new(engine.clone(), delivery_mode, grpc_metrics.clone());
+                Some(start_grpc(listener, service, data, stop_rx.clone())?)
             }
             None => None,
         };
@@ -146,6 +149,7 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
 fn start_grpc(
     listener: std::net::TcpListener,
     service: MeshControlService,
+    data: MeshDataService,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     listener
@@ -153,12 +157,12 @@ fn start_grpc(
         .context("grpc-listen: preparing the socket")?;
     let listener =
         tokio::net::TcpListener::from_std(listener).context("grpc-listen: preparing the socket")?;
-    info!(addr = %listener.local_addr()?, "gRPC API listening (MeshControl)");
+    info!(addr = %listener.local_addr()?, "gRPC API listening (MeshControl, MeshData)");
     let shutdown = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
     Ok(tokio::spawn(async move {
-        if let Err(e) = grpc::serve(listener, grpc::routes(service), shutdown).await {
+        if let Err(e) = grpc::serve(listener, grpc::routes(service, data), shutdown).await {
             warn!(error = %e, "gRPC API stopped");
         }
     }))

@@ -3,7 +3,7 @@
 //!
 //! Rendered as `mesh_grpc_requests_total{method,code}` and `mesh_grpc_request_seconds` (a
 //! histogram: `_bucket{le}`, `_sum`, `_count` per method). A service records each call with
-//! [`GrpcMetrics::record`]; MeshData's methods join by adding [`GrpcMethod`] variants.
+//! [`GrpcMetrics::record`].
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,14 +18,29 @@ pub enum GrpcMethod {
     GetTopology,
     /// `mesh.v1.MeshControl/SetPolicy`.
     SetPolicy,
+    /// `mesh.v1.MeshData/Send`.
+    Send,
+    /// `mesh.v1.MeshData/SendStream` (one per stream).
+    SendStream,
+    /// `mesh.v1.MeshData/Subscribe` (one per stream).
+    Subscribe,
+    /// `mesh.v1.MeshData/Ack`.
+    Ack,
+    /// `mesh.v1.MeshData/GetStatus`.
+    GetStatus,
 }
 
 impl GrpcMethod {
     /// Every method, in metric order.
-    pub const ALL: [GrpcMethod; 3] = [
+    pub const ALL: [GrpcMethod; 8] = [
         GrpcMethod::PublishState,
         GrpcMethod::GetTopology,
         GrpcMethod::SetPolicy,
+        GrpcMethod::Send,
+        GrpcMethod::SendStream,
+        GrpcMethod::Subscribe,
+        GrpcMethod::Ack,
+        GrpcMethod::GetStatus,
     ];
 
     /// The `method` label: service and method name.
@@ -35,6 +50,11 @@ impl GrpcMethod {
             GrpcMethod::PublishState => "MeshControl/PublishState",
             GrpcMethod::GetTopology => "MeshControl/GetTopology",
             GrpcMethod::SetPolicy => "MeshControl/SetPolicy",
+            GrpcMethod::Send => "MeshData/Send",
+            GrpcMethod::SendStream => "MeshData/SendStream",
+            GrpcMethod::Subscribe => "MeshData/Subscribe",
+            GrpcMethod::Ack => "MeshData/Ack",
+            GrpcMethod::GetStatus => "MeshData/GetStatus",
         }
     }
 }

@@ -5,12 +5,15 @@
 //!   control loop through `control::requests`;
 //! - [`topology`]: the router's view as a `Topology`;
 //! - [`policy`]: `Policy` from the wire to `mesh-routing`, verdicts to status codes;
+//! - [`data_service`]: `MeshData` (Send, SendStream, Subscribe, Ack, GetStatus), through
+//! - [`gateway`]: native-client sessions of the node with itself;
 //! - [`metrics`]: requests and latency per method.
 //!
-//! [`routes`] is the one place services are registered: `MeshData` joins with the storage
-//! layer by one more `add_service` there.
+//! [`routes`] is the one place services are registered.
 
 pub mod control_service;
+pub mod data_service;
+pub mod gateway;
 pub mod metrics;
 pub mod policy;
 pub mod topology;
@@ -18,18 +21,23 @@ pub mod topology;
 use std::future::Future;
 
 use mesh_proto::v1::mesh_control_server::MeshControlServer;
+use mesh_proto::v1::mesh_data_server::MeshDataServer;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use control_service::MeshControlService;
+pub use data_service::MeshDataService;
 pub use metrics::{GrpcMethod, GrpcMetrics};
 
 /// Every gRPC service of the node, ready to serve.
 #[must_use]
-pub fn routes(control: MeshControlService) -> Routes {
+pub fn routes(control: MeshControlService, data: MeshDataService) -> Routes {
     let mut routes = RoutesBuilder::default();
     routes.add_service(MeshControlServer::new(control));
+    routes.add_service(
+        MeshDataServer::new(data).max_decoding_message_size(data_service::MAX_PAYLOAD + (1 << 20)),
+    );
     routes.routes()
 }
 

@@ -1,0 +1,581 @@
+//! The gRPC API's way into the data plane: native-client sessions of this node with itself
+//! over loopback (`mesh-session`'s client role, driven here on tokio).
+//!
+//! A gRPC Send is a native client's send: the core that takes it allocates the msg_id, appends
+//! it to the WAL, tracks it and reports PERSISTED / DELIVERED / ACK / FAILED in receipts, which
+//! this module routes back to the waiting call. Subscribe streams share one subscriber
+//! session ([`SubscriberLink`]): the node offers it what is addressed to it and it hands each
+//! message on to the [`super::data_service`] hub. So gRPC traffic takes exactly the path of
+//! native traffic (one extra loopback hop, which gRPC's own encoding dwarfs), with every
+//! guarantee and limit of the data plane, and no second implementation of them.
+//!
+//! Each [`Link`] is one session run by one task. The node spreads sessions over its cores
+//! (SO_REUSEPORT), so [`Gateway`] keeps one link per core and picks them in turn; a link that
+//! died is replaced at the next call.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytes::BytesMut;
+use mesh_client::Receipt;
+use mesh_session::{
+    Capabilities, ChannelSecurity, PeerInfo, Role, Session, SessionConfig, SessionEvent, Side,
+};
+use mesh_wire::{
+    ChunkOutcome, CloseReason, Decoder, Envelope, Flags, Frame, FrameKind, Limits, MetaLimits,
+    Metadata, Reassembler, ReassemblyLimits, chunk_message,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// Bytes of encoded frames a link buffers before it stops taking commands.
+const OUT_BUFFER_MAX: usize = 4 << 20;
+/// Commands waiting for a link.
+const COMMANDS_MAX: usize = 4096;
+/// Time allowed to connect and finish the handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the gateway could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// No session with the node (it is starting or stopping).
+    #[error("the node's data plane is not reachable: {0}")]
+    Unavailable(String),
+    /// The message cannot be framed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A message to send, as the gRPC request described it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Destination node (not 0).
+    pub dst_node: u64,
+    /// Destination domain, 0: resolved by the node.
+    pub dst_domain: u32,
+    /// Metadata (headers, corr_id, idempotency key).
+    pub meta: Metadata,
+    /// `REQUIRE_ACK` or nothing.
+    pub flags: Flags,
+    /// Hop limit, 0: the default.
+    pub ttl: u8,
+    /// Traffic class.
+    pub class: u8,
+    /// The body.
+    pub payload: Bytes,
+}
+
+/// A message the node offered to the subscriber session.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Its origin.
+    pub src_node: u64,
+    /// The origin's domain.
+    pub src_domain: u32,
+    /// This node.
+    pub dst_node: u64,
+    /// Its id at the origin.
+    pub msg_id: u64,
+    /// Its metadata (corr_id, headers).
+    pub meta: Metadata,
+    /// The body.
+    pub payload: Bytes,
+    /// The application must ack it.
+    pub require_ack: bool,
+    /// The node offered it before.
+    pub redelivered: bool,
+    /// Traffic class.
+    pub class: u8,
+}
+
+enum Command {
+    Send {
+        msg: Box<Outgoing>,
+        receipts: mpsc::UnboundedSender<Receipt>,
+        accepted: oneshot::Sender<Result<(), GatewayError>>,
+    },
+    Ack {
+        src_node: u64,
+        msg_id: u64,
+        success: bool,
+    },
+}
+
+/// One session with the node.
+#[derive(Debug, Clone)]
+pub struct Link {
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Send { msg, .. } => {
+                f.debug_struct("Send").field("dst", &msg.dst_node).finish()
+            }
+            Command::Ack {
+                src_node, msg_id, ..
+            } => f
+                .debug_struct("Ack")
+                .field("src", src_node)
+                .field("msg_id", msg_id)
+                .finish(),
+        }
+    }
+}
+
+impl Link {
+    /// Connects to the node at `addr` and completes the handshake. With `deliveries`, the
+    /// session subscribes and every message the node offers goes there (reading stops while
+    /// that channel is full: the node holds the rest).
+    pub async fn connect(
+        addr: SocketAddr,
+        deliveries: Option<mpsc::Sender<Incoming>>,
+    ) -> Result<Link, GatewayError> {
+        let unavailable = |e: &dyn std::fmt::Display| GatewayError::Unavailable(e.to_string());
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|e| unavailable(&e))?
+            .map_err(|e| unavailable(&e))?;
+        stream.set_nodelay(true).map_err(|e| unavailable(&e))?;
+        let mut id = [0u8; 8];
+        let _ = getrandom::fill(&mut id);
+        let mut cfg = SessionConfig::new(u64::from_be_bytes(id) | 1, 0);
+        cfg.role = Role::Client;
+        cfg.capabilities = if deliveries.is_some() {
+            Capabilities::CHUNKING | Capabilities::SUBSCRIBE
+        } else {
+            Capabilities::CHUNKING
+        };
+        let mut nonce = [0u8; 32];
+        let _ = getrandom::fill(&mut nonce);
+        let session = Session::new(
+            cfg,
+            Side::Initiator,
+            None,
+            ChannelSecurity::Plain,
+            nonce,
+            Instant::now(),
+        )
+        .map_err(|e| unavailable(&e))?;
+        let (tx, rx) = mpsc::channel(COMMANDS_MAX);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let driver = Driver {
+            decoder: Decoder::new(session.decoder_limits()),
+            session,
+            stream,
+            out: Vec::with_capacity(64 << 10),
+            node: None,
+            ready: Some(ready_tx),
+            next_seq: 1,
+            waiters: HashMap::new(),
+            reassembler: Reassembler::new(ReassemblyLimits::default()),
+            deliveries,
+            held: VecDeque::new(),
+        };
+        tokio::spawn(driver.run(rx));
+        tokio::time::timeout(CONNECT_TIMEOUT, ready_rx)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .map_err(|_| {
+                GatewayError::Unavailable("the session ended in its handshake".into())
+            })??;
+        Ok(Link { commands: tx })
+    }
+
+    /// Sends `msg`; its receipts go to `receipts` (the first once the node took it: a duplicate
+    /// answer or PERSISTED, then the later statuses). Dropping the receiver stops them.
+    pub async fn send(
+        &self,
+        msg: Outgoing,
+        receipts: mpsc::UnboundedSender<Receipt>,
+    ) -> Result<(), GatewayError> {
+        let (accepted, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Send {
+                msg: Box::new(msg),
+                receipts,
+                accepted,
+            })
+            .await
+            .map_err(|_| GatewayError::Unavailable("the session with the node ended".into()))?;
+        rx.await
+            .map_err(|_| GatewayError::Unavailable("the session with the node ended".into()))?
+    }
+
+    /// Acks a message the node offered on this (subscriber) session.
+    pub async fn ack(&self, src_node: u64, msg_id: u64, success: bool) -> Result<(), GatewayError> {
+        self.commands
+            .send(Command::Ack {
+                src_node,
+                msg_id,
+                success,
+            })
+            .await
+            .map_err(|_| GatewayError::Unavailable("the session with the node ended".into()))
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
+    }
+}
+
+/// The sending side of the gateway: one link per core of the node, used in turn.
+#[derive(Debug)]
+pub struct Gateway {
+    addr: SocketAddr,
+    links: Mutex<Vec<Option<Link>>>,
+    next: AtomicUsize,
+}
+
+impl Gateway {
+    /// A gateway to the node at `addr` with `cores` cores; links are made at first use.
+    pub fn new(addr: SocketAddr, cores: usize) -> Gateway {
+        Gateway {
+            addr,
+            links: Mutex::new(vec![None; cores.max(1)]),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A live link, connecting one if its slot is empty or dead.
+    pub async fn link(&self) -> Result<Link, GatewayError> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots();
+        let current = self.lock()[slot].clone();
+        if let Some(l) = current
+            && !l.is_closed()
+        {
+            return Ok(l);
+        }
+        let l = Link::connect(self.addr, None).await?;
+        self.lock()[slot] = Some(l.clone());
+        Ok(l)
+    }
+
+    fn slots(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Link>>> {
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The task that runs one session.
+struct Driver {
+    session: Session,
+    stream: TcpStream,
+    decoder: Decoder,
+    out: Vec<u8>,
+    node: Option<PeerInfo>,
+    ready: Option<oneshot::Sender<Result<(), GatewayError>>>,
+    next_seq: u64,
+    /// Sends whose receipts are still wanted, by the sequence number they went out with.
+    waiters: HashMap<u64, mpsc::UnboundedSender<Receipt>>,
+    reassembler: Reassembler,
+    deliveries: Option<mpsc::Sender<Incoming>>,
+    /// Offered messages waiting for room in `deliveries` (reading stops meanwhile).
+    held: VecDeque<Incoming>,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let reason = self.drive(&mut commands).await;
+        debug!(?reason, "gateway session ended");
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Err(GatewayError::Unavailable(format!(
+                "the session with the node ended: {reason:?}"
+            ))));
+        }
+        // Dropping the waiters tells every pending call that the session is gone.
+    }
+
+    async fn drive(&mut self, commands: &mut mpsc::Receiver<Command>) -> Option<CloseReason> {
+        let mut buf_guard = 0usize;
+        loop {
+            if let Some(reason) = self.pump() {
+                let _ = self.flush_now().await;
+                return Some(reason);
+            }
+            if !self.held.is_empty() {
+                self.release_held();
+            }
+            let timer = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let established = self.node.is_some();
+            let take_commands = established && self.out.len() < OUT_BUFFER_MAX;
+            let read = self.held.is_empty();
+            let write = !self.out.is_empty();
+            let room = async {
+                match (&self.deliveries, self.held.is_empty()) {
+                    (Some(d), false) => {
+                        let _ = d.reserve().await;
+                    }
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = self.stream.readable(), if read => {
+                    if r.is_err() {
+                        return None;
+                    }
+                    match self.stream.try_read(self.decoder.read_buf()) {
+                        Ok(0) => return None,
+                        Ok(n) => {
+                            self.decoder.commit(n);
+                            self.session.note_received(Instant::now());
+                            self.handle_input();
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return None,
+                    }
+                }
+                r = self.stream.writable(), if write => {
+                    if r.is_err() {
+                        return None;
+                    }
+                    match self.stream.try_write(&self.out) {
+                        Ok(n) => {
+                            self.out.drain(..n);
+                            self.session.note_sent(Instant::now());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return None,
+                    }
+                }
+                c = commands.recv(), if take_commands => match c {
+                    Some(c) => self.command(c),
+                    None => self.session.close(CloseReason::Normal, Instant::now()),
+                },
+                () = room => {}
+                () = async {
+                    match timer {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    self.session.handle_timeout(Instant::now());
+                }
+            }
+            buf_guard = buf_guard.wrapping_add(1);
+            if buf_guard.is_multiple_of(1024) {
+                // Sends whose callers stopped listening.
+                self.waiters.retain(|_, w| !w.is_closed());
+            }
+        }
+    }
+
+    /// Moves the session's frames out and its events along; `Some` once it closed.
+    fn pump(&mut self) -> Option<CloseReason> {
+        while let Some(f) = self.session.poll_transmit() {
+            f.write_to(&mut self.out);
+        }
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                SessionEvent::Established { peer } => {
+                    self.decoder.set_limits(peer.limits);
+                    self.node = Some(peer);
+                    if let Some(r) = self.ready.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                SessionEvent::Draining => {}
+                SessionEvent::Closed { reason, .. } => return Some(reason),
+            }
+        }
+        None
+    }
+
+    async fn flush_now(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(&self.out).await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    fn handle_input(&mut self) {
+        let now = Instant::now();
+        loop {
+            match self.decoder.poll_frame() {
+                Ok(Some(frame)) => {
+                    if let Ok(Some(routed)) = self.session.handle_frame(frame, now) {
+                        self.take(routed, now);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.session.handle_decode_error(&e, now);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Send {
+                msg,
+                receipts,
+                accepted,
+            } => {
+                let r = self.encode_send(*msg);
+                match r {
+                    Ok(seq) => {
+                        self.waiters.insert(seq, receipts);
+                        let _ = accepted.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = accepted.send(Err(e));
+                    }
+                }
+            }
+            Command::Ack {
+                src_node,
+                msg_id,
+                success,
+            } => {
+                let mut env = Envelope::new(FrameKind::Ack);
+                env.dst_node = src_node;
+                env.msg_id = msg_id;
+                let meta = Metadata {
+                    ack_success: Some(success),
+                    ..Metadata::default()
+                };
+                match mesh_wire::encode_frame_with_meta(
+                    &env,
+                    &meta,
+                    &MetaLimits::default(),
+                    Bytes::new(),
+                    &Limits::default(),
+                ) {
+                    Ok(f) => f.write_to(&mut self.out),
+                    Err(e) => warn!(error = %e, "an ack could not be framed"),
+                }
+            }
+        }
+    }
+
+    fn encode_send(&mut self, msg: Outgoing) -> Result<u64, GatewayError> {
+        let limits = self
+            .node
+            .as_ref()
+            .map_or_else(Limits::default, |n| n.limits);
+        let mut env = Envelope::new(FrameKind::Data);
+        env.flags = msg.flags;
+        env.dst_node = msg.dst_node;
+        env.dst_domain = msg.dst_domain;
+        env.class = msg.class;
+        if msg.ttl != 0 {
+            env.ttl = msg.ttl;
+        }
+        let seq = self.next_seq;
+        env.msg_id = seq;
+        let chunks = chunk_message(
+            &env,
+            &msg.meta,
+            &MetaLimits::default(),
+            msg.payload,
+            &limits,
+        )
+        .map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        self.next_seq += 1;
+        for f in chunks {
+            f.write_to(&mut self.out);
+        }
+        Ok(seq)
+    }
+
+    fn take(&mut self, frame: Frame<BytesMut>, now: Instant) {
+        match frame.kind() {
+            FrameKind::Ack => {
+                let Ok(m) = frame.meta(&MetaLimits::default()) else {
+                    return;
+                };
+                let (Some(seq), Some(status)) = (m.client_seq, m.status) else {
+                    return;
+                };
+                let r = Receipt {
+                    seq,
+                    msg_id: frame.envelope().msg_id,
+                    status,
+                    duplicate: m.duplicate == Some(true),
+                    reason: m.reason,
+                };
+                let done = matches!(status, 6..=8 | 11) || r.duplicate;
+                if let Some(w) = self.waiters.get(&seq)
+                    && (w.send(r).is_err() || done)
+                {
+                    self.waiters.remove(&seq);
+                }
+            }
+            FrameKind::Data if self.deliveries.is_some() => {
+                let env = frame.envelope();
+                let incoming = if frame.flags().contains(Flags::CHUNK) {
+                    match self.reassembler.handle_chunk(frame, now) {
+                        Ok(ChunkOutcome::Complete(m)) => Incoming {
+                            src_node: m.envelope.src_node,
+                            src_domain: m.envelope.src_domain,
+                            dst_node: m.envelope.dst_node,
+                            msg_id: m.envelope.msg_id,
+                            meta: Metadata::decode(&m.meta, &MetaLimits::default())
+                                .unwrap_or_default(),
+                            payload: Bytes::from(m.to_contiguous()),
+                            require_ack: m.envelope.flags.contains(Flags::REQUIRE_ACK),
+                            redelivered: m.envelope.flags.contains(Flags::RETRANSMIT),
+                            class: m.envelope.class,
+                        },
+                        _ => return,
+                    }
+                } else {
+                    let meta = frame.meta(&MetaLimits::default()).unwrap_or_default();
+                    let (_, _, payload) = frame.into_parts();
+                    Incoming {
+                        src_node: env.src_node,
+                        src_domain: env.src_domain,
+                        dst_node: env.dst_node,
+                        msg_id: env.msg_id,
+                        meta,
+                        payload: payload.freeze(),
+                        require_ack: env.flags.contains(Flags::REQUIRE_ACK),
+                        redelivered: env.flags.contains(Flags::RETRANSMIT),
+                        class: env.class,
+                    }
+                };
+                self.held.push_back(incoming);
+                self.release_held();
+            }
+            _ => {}
+        }
+    }
+
+    fn release_held(&mut self) {
+        let Some(d) = &self.deliveries else {
+            self.held.clear();
+            return;
+        };
+        while let Some(m) = self.held.pop_front() {
+            match d.try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    self.held.push_front(m);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.held.clear();
+                    self.session.close(CloseReason::Normal, Instant::now());
+                    return;
+                }
+            }
+        }
+    }
+}
