@@ -2,7 +2,9 @@
 # Checks the Go side of mesh.proto:
 #   1. the checked-in stubs in proto/go/meshpb/ are what scripts/gen-go.sh generates now;
 #   2. the stubs and the example client (proto/go/example) build and pass `go vet` in GOPATH
-#      mode against Debian's grpc-go (/usr/share/gocode), with no network.
+#      mode against Debian's grpc-go (/usr/share/gocode), with no network;
+#   3. the Go integration test (proto/go/meshtest) passes against three real `mesh` nodes
+#      (the binary is built first: cargo build -p mesh-node --bin mesh).
 # Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -16,7 +18,7 @@ command -v go >/dev/null || { echo "check-go: go not found; install golang-go (s
   exit 1
 }
 
-echo "check-go: [1/3] regenerating Go stubs into a temp dir and comparing with proto/go/meshpb"
+echo "check-go: [1/4] regenerating Go stubs into a temp dir and comparing with proto/go/meshpb"
 bash "$root/scripts/gen-go.sh" "$tmp/gen" >/dev/null
 stale=0
 for f in mesh.pb.go mesh_grpc.pb.go; do
@@ -54,17 +56,21 @@ if ! mkdir -p "$GOCACHE" 2>/dev/null || [ ! -w "$GOCACHE" ]; then
   mkdir -p "$GOCACHE"
 fi
 export GOCACHE
-pkgs=(mesh/proto/go/meshpb mesh/proto/go/example)
+pkgs=(mesh/proto/go/meshpb mesh/proto/go/example mesh/proto/go/meshtest)
 cd "$tmp"
 
-echo "check-go: [2/3] go build ${pkgs[*]} (GO111MODULE=off GOPATH=$GOPATH GOCACHE=$GOCACHE)"
-go build "${pkgs[@]}"
+echo "check-go: [2/4] go build ${pkgs[*]} (GO111MODULE=off GOPATH=$GOPATH GOCACHE=$GOCACHE)"
+go build mesh/proto/go/meshpb mesh/proto/go/example
 go build -o "$tmp/example-client" mesh/proto/go/example
 # Capture first: `cmd | grep -q` under pipefail fails whenever grep exits before cmd is done.
 help=$("$tmp/example-client" -h 2>&1 || true)
 grep -q -- '-addr' <<<"$help" || { echo "check-go: FAIL: example client has no -addr flag" >&2; exit 1; }
 
-echo "check-go: [3/3] go vet ${pkgs[*]}"
+echo "check-go: [3/4] go vet ${pkgs[*]}"
 go vet "${pkgs[@]}"
+
+echo "check-go: [4/4] go test mesh/proto/go/meshtest (three real mesh nodes in a line)"
+(cd "$root" && cargo build --locked -p mesh-node --bin mesh --quiet)
+MESH_BIN="$root/target/debug/mesh" go test -count=1 -timeout 300s mesh/proto/go/meshtest
 
 echo "check-go: OK"

@@ -12,6 +12,9 @@ packages=(
   protoc-gen-go-grpc     # Go gRPC stubs for mesh.proto
   golang-google-grpc-dev # grpc-go (GOPATH mode, /usr/share/gocode)
   golang-google-protobuf-dev
+  # protobuf's v1 Go API as a shim over v2: grpc-go 1.33 marshals the generated (APIv2)
+  # messages through it. Replaces the 1.3 package, which panics on them.
+  golang-github-golang-protobuf-1-5-dev
   nftables               # loss and partitions in chaos runs
   iproute2               # ip netns + veth for multi-host runs
   nats-server            # peer comparison in the bench harness
