@@ -7,5 +7,6 @@ pub mod client_cmd;
 pub mod config;
 pub mod control;
 pub mod grpc;
+pub mod grpc_cmd;
 pub mod metrics;
 pub mod node;

@@ -36,6 +36,10 @@ enum Command {
     Send(mesh_node::client_cmd::SendArgs),
     /// Print the messages addressed to a local node (native client).
     Subscribe(mesh_node::client_cmd::SubscribeArgs),
+    /// Where messages a node originated are on their way (gRPC GetStatus).
+    Status(mesh_node::grpc_cmd::StatusArgs),
+    /// A node's view of the mesh: nodes, links, domains (gRPC GetTopology).
+    Topology(mesh_node::grpc_cmd::TopologyArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         Some(Command::Subscribe(args)) => {
             report("subscribe", mesh_node::client_cmd::subscribe(&args))
         }
+        Some(Command::Status(args)) => report("status", mesh_node::grpc_cmd::status(&args)),
+        Some(Command::Topology(args)) => report("topology", mesh_node::grpc_cmd::topology(&args)),
         None => {
             let args = match &cli.config {
                 Some(path) => match NodeArgs::from_file(path) {

@@ -424,3 +424,62 @@ async fn a_subscriber_sees_its_node_die_and_gets_the_unacked_after_the_restart()
         "each once: {redelivered:?}"
     );
 }
+
+/// `mesh status` and `mesh topology` print what GetStatus and GetTopology answer; an unreachable
+/// API is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_topology_commands() {
+    let (_a, _b, _c, url_a, _url_c) = line();
+    let mut pa = connect(&url_a).await;
+    let mut r = request("tracked");
+    r.mode = pb::SendMode::WaitForDelivery as i32;
+    let id = pa.send(r).await.unwrap().into_inner().msg_id;
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let url = url_a.clone();
+        move || {
+            run(vec![
+                "status".into(),
+                "--grpc".into(),
+                url,
+                id.to_string(),
+                "77".into(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("{id}  DELIVERED")), "{out}");
+    assert!(out.contains("77  not tracked"), "{out}");
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let url = url_a.clone();
+        move || run(vec!["topology".into(), "--grpc".into(), url])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.starts_with("node 1 in domain 1"), "{out}");
+    assert!(out.contains("nodes (3)") && out.contains("2 -> 3"), "{out}");
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        run(vec![
+            "topology".into(),
+            "--grpc".into(),
+            "http://127.0.0.1:1".into(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("--enable-grpc"), "{err}");
+}
