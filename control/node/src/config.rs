@@ -92,6 +92,16 @@ pub struct NodeArgs {
     /// Address of the gRPC API (with `--enable-grpc`; default 127.0.0.1:50051).
     #[arg(long)]
     pub grpc_listen: Option<SocketAddr>,
+    /// TLS on the gRPC API: the server certificate chain (PEM), with `--grpc-tls-key`.
+    #[arg(long)]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The gRPC API's private key (PEM).
+    #[arg(long)]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// Require gRPC clients to present a certificate signed by this CA (PEM); without it any
+    /// client may connect (over TLS when `--grpc-tls-cert` is set).
+    #[arg(long)]
+    pub grpc_client_ca: Option<PathBuf>,
     /// Directory for this node's data (the WAL): default `mesh-data/node-<id>`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -114,6 +124,17 @@ pub struct NodeArgs {
     /// most once, nothing stored: for benchmarks of the forwarding path).
     #[arg(long)]
     pub delivery: Option<String>,
+}
+
+/// TLS on the gRPC API (rustls, aws-lc provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTls {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A complete, checked node configuration.
@@ -143,6 +164,8 @@ pub struct NodeConfig {
     pub keepalive_ms: u64,
     /// Where the gRPC API listens; `None` when it is off.
     pub grpc_listen: Option<SocketAddr>,
+    /// TLS on the gRPC API, if on.
+    pub grpc_tls: Option<GrpcTls>,
     /// Where messages and dedup state are kept.
     pub storage: StorageSpec,
     /// When a message counts as persisted.
@@ -237,6 +260,9 @@ impl NodeArgs {
             keepalive_ms: self.keepalive_ms.or(file.keepalive_ms),
             enable_grpc: self.enable_grpc || file.enable_grpc,
             grpc_listen: self.grpc_listen.or(file.grpc_listen),
+            grpc_tls_cert: self.grpc_tls_cert.or(file.grpc_tls_cert),
+            grpc_tls_key: self.grpc_tls_key.or(file.grpc_tls_key),
+            grpc_client_ca: self.grpc_client_ca.or(file.grpc_client_ca),
             data_dir: self.data_dir.or(file.data_dir),
             storage: self.storage.or(file.storage),
             durability: self.durability.or(file.durability),
@@ -341,6 +367,45 @@ impl NodeConfig {
                 });
             }
         };
+        let grpc_tls = match (
+            &args.grpc_tls_cert,
+            &args.grpc_tls_key,
+            &args.grpc_client_ca,
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), ca) => {
+                if grpc_listen.is_none() {
+                    return Err(ConfigError::Invalid {
+                        key: "grpc-tls-cert",
+                        message: "given but the gRPC API is off; add --enable-grpc".into(),
+                    });
+                }
+                Some(GrpcTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: ca.clone(),
+                })
+            }
+            (None, _, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "grpc-client-ca",
+                    message: "client certificates need TLS: add --grpc-tls-cert and --grpc-tls-key"
+                        .into(),
+                });
+            }
+            (Some(_), None, _) => {
+                return Err(ConfigError::Invalid {
+                    key: "grpc-tls-key",
+                    message: "--grpc-tls-cert needs its private key".into(),
+                });
+            }
+            (None, Some(_), _) => {
+                return Err(ConfigError::Invalid {
+                    key: "grpc-tls-cert",
+                    message: "--grpc-tls-key needs its certificate".into(),
+                });
+            }
+        };
         Ok(NodeConfig {
             node_id,
             domain: args.domain.unwrap_or(1),
@@ -356,6 +421,7 @@ impl NodeConfig {
             log_format: args.log_format.unwrap_or_default(),
             keepalive_ms,
             grpc_listen,
+            grpc_tls,
             storage,
             durability,
             delivery,

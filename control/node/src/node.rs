@@ -111,7 +111,8 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
                 );
                 let data =
                     MeshDataService::new(engine.clone(), delivery_mode, grpc_metrics.clone());
-                Some(start_grpc(listener, service, data, stop_rx.clone())?)
+                let tls = cfg.grpc_tls.as_ref().map(load_grpc_tls).transpose()?;
+                Some(start_grpc(listener, service, data, tls, stop_rx.clone())?)
             }
             None => None,
         };
@@ -150,6 +151,7 @@ fn start_grpc(
     listener: std::net::TcpListener,
     service: MeshControlService,
     data: MeshDataService,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     listener
@@ -157,15 +159,41 @@ fn start_grpc(
         .context("grpc-listen: preparing the socket")?;
     let listener =
         tokio::net::TcpListener::from_std(listener).context("grpc-listen: preparing the socket")?;
-    info!(addr = %listener.local_addr()?, "gRPC API listening (MeshControl, MeshData)");
+    if let Some(t) = &tls {
+        // Parse the certificate and key now: a bad file is a start-up error.
+        tonic::transport::Server::builder()
+            .tls_config(t.clone())
+            .context("--grpc-tls-cert / --grpc-tls-key: not a usable certificate and key")?;
+    }
+    info!(
+        addr = %listener.local_addr()?,
+        tls = tls.is_some(),
+        "gRPC API listening (MeshControl, MeshData)"
+    );
     let shutdown = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
     Ok(tokio::spawn(async move {
-        if let Err(e) = grpc::serve(listener, grpc::routes(service, data), shutdown).await {
+        if let Err(e) = grpc::serve(listener, grpc::routes(service, data), tls, shutdown).await {
             warn!(error = %e, "gRPC API stopped");
         }
     }))
+}
+
+/// Reads the gRPC API's certificate, key and (optional) client CA.
+fn load_grpc_tls(t: &crate::config::GrpcTls) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path, flag: &str| {
+        std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
+    };
+    let cert = read(&t.cert, "--grpc-tls-cert")?;
+    let key = read(&t.key, "--grpc-tls-key")?;
+    let mut tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    if let Some(ca) = &t.client_ca {
+        let ca = read(ca, "--grpc-client-ca")?;
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+    }
+    Ok(tls)
 }
 
 /// Loads this node's certificate, keys and the mesh CA, and checks the certificate names this

@@ -23,8 +23,8 @@ use std::future::Future;
 use mesh_proto::v1::mesh_control_server::MeshControlServer;
 use mesh_proto::v1::mesh_data_server::MeshDataServer;
 use tonic::service::{Routes, RoutesBuilder};
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 
 pub use control_service::MeshControlService;
 pub use data_service::MeshDataService;
@@ -46,10 +46,15 @@ pub fn routes(control: MeshControlService, data: MeshDataService) -> Routes {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     routes: Routes,
+    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

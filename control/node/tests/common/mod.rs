@@ -63,6 +63,8 @@ pub struct Node {
     pub delivery: &'static str,
     /// `--storage` other than the node's data directory (e.g. a `redis://` URL).
     pub storage: Option<String>,
+    /// More flags, as given.
+    pub extra_args: Vec<std::ffi::OsString>,
     child: Option<Child>,
 }
 
@@ -83,6 +85,7 @@ impl Node {
             durability: "batch",
             delivery: "exactly-once",
             storage: None,
+            extra_args: Vec::new(),
             child: None,
         }
     }
@@ -129,6 +132,7 @@ impl Node {
         if let Some(storage) = &self.storage {
             cmd.arg("--storage").arg(storage);
         }
+        cmd.args(&self.extra_args);
         if let Some(addr) = self.grpc {
             cmd.arg("--enable-grpc")
                 .arg("--grpc-listen")
