@@ -27,7 +27,8 @@ trap cleanup EXIT INT TERM
 start() { # id listen metrics [connect]
   local id=$1 listen=$2 metrics=$3; shift 3
   local args=(--node-id "$id" --listen "$listen" --metrics-listen "$metrics"
-              --data-dir "$run_dir/node-$id" --wal-segment-mib 16 --wal-segments 8)
+              --data-dir "$run_dir/node-$id" --wal-segment-mib 16 --wal-segments 8
+              --enable-grpc --grpc-listen "127.0.0.1:5005$id")
   [ $# -gt 0 ] && args+=(--connect "$1")
   if [ "$tls" = 1 ]; then
     args+=(--tls --cert "$run_dir/certs/node-$id.pem" --key "$run_dir/certs/node-$id.key"
@@ -50,14 +51,16 @@ done
 cat <<MSG
 
 local-mesh: three nodes running ($([ "$tls" = 1 ] && echo "TLS 1.3, X25519MLKEM768, ML-DSA-65" || echo "plain TCP")):
-  node 1  127.0.0.1:7001  metrics http://127.0.0.1:9101/metrics
-  node 2  127.0.0.1:7002  metrics http://127.0.0.1:9102/metrics
-  node 3  127.0.0.1:7003  metrics http://127.0.0.1:9103/metrics
+  node 1  127.0.0.1:7001  gRPC 127.0.0.1:50051  metrics http://127.0.0.1:9101/metrics
+  node 2  127.0.0.1:7002  gRPC 127.0.0.1:50052  metrics http://127.0.0.1:9102/metrics
+  node 3  127.0.0.1:7003  gRPC 127.0.0.1:50053  metrics http://127.0.0.1:9103/metrics
   logs    $run_dir
 
 Try, in another terminal:
   $bin subscribe --node 127.0.0.1:7003
   $bin send --node 127.0.0.1:7001 --dst 3 "hello across the mesh"
+  $bin topology --grpc http://127.0.0.1:50051
+  $bin status --grpc http://127.0.0.1:50051 <msg_id printed by send>
 
 Here is one message sent from node 1 to node 3 (two hops):
 MSG

@@ -69,12 +69,32 @@ pub fn send(args: &SendArgs) -> anyhow::Result<()> {
         c.send_with(args.dst, args.domain, &meta, Flags::EMPTY, payload)?;
     }
     c.flush()?;
+    // Wait (up to 10 s) until the node persisted them: a message it took is delivered even if
+    // this process ends now. (A node in `raw` delivery sends no receipts.)
+    let mut persisted = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (persisted.len() as u64) < args.count && Instant::now() < deadline {
+        for r in c.wait_receipts(Duration::from_millis(200))? {
+            match r.status {
+                mesh_client::status::PERSISTED => persisted.push(r.msg_id),
+                mesh_client::status::FAILED | mesh_client::status::UNDELIVERABLE => {
+                    anyhow::bail!("message {} refused by the node (status {})", r.seq, r.status)
+                }
+                _ => {}
+            }
+        }
+    }
     c.close()?;
     println!(
-        "sent {} message(s) to node {} through node {node} in {:?}",
+        "sent {} message(s) to node {} through node {node} in {:?}; {} persisted{}",
         args.count,
         args.dst,
-        t0.elapsed()
+        t0.elapsed(),
+        persisted.len(),
+        match persisted.as_slice() {
+            [id] => format!(" as msg_id {id}"),
+            _ => String::new(),
+        }
     );
     Ok(())
 }
