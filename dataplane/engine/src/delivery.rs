@@ -188,6 +188,8 @@ pub(crate) struct CoreDelivery {
     /// outbox keeps finished statuses).
     finished_keys: RefCell<VecDeque<(Box<[u8]>, u64)>>,
     finished_keys_max: usize,
+    /// The latest ticket of anything appended.
+    last_ticket: Cell<Ticket>,
     kick: Kick,
     in_flight_max: usize,
 }
@@ -226,6 +228,7 @@ impl CoreDelivery {
             keys,
             finished_keys: RefCell::new(VecDeque::new()),
             finished_keys_max: cfg.outbox.status_kept,
+            last_ticket: Cell::new(Ticket(0)),
             kick: Kick::default(),
             in_flight_max: cfg.outbox.in_flight_max,
         };
@@ -301,6 +304,24 @@ impl CoreDelivery {
 
     pub(crate) fn mode(&self) -> DeliveryMode {
         self.mode
+    }
+
+    /// Remembers the latest ticket appended, for [`CoreDelivery::sync`].
+    fn noted(&self, t: Ticket) -> Ticket {
+        if t > self.last_ticket.get() {
+            self.last_ticket.set(t);
+        }
+        t
+    }
+
+    /// Waits until everything this core appended is durable (a clean shutdown: settle and ack
+    /// records reach the disk, so nothing is redelivered after the restart).
+    pub(crate) async fn sync(&self) -> Result<(), StorageError> {
+        let last = self.last_ticket.get();
+        if self.storage.durable() >= last {
+            return Ok(());
+        }
+        self.storage.wait_durable(last).await
     }
 
     /// The status of a message this core allocated, if it is tracked or recently finished.
@@ -417,7 +438,11 @@ impl CoreDelivery {
         let (frames, ticket) = match msg {
             ClientMessage::Frame(mut frame) => {
                 frame.set_origin(core.node_id(), core.cfg.domain_id, msg_id);
-                match self.storage.append_outbound(key, frame.as_bytes()) {
+                match self
+                    .storage
+                    .append_outbound(key, frame.as_bytes())
+                    .map(|t| self.noted(t))
+                {
                     Ok(t) => (vec![OutFrame::from(frame)], t),
                     Err(e) => {
                         // The frame goes back as the client sent it: its msg_id field is the
@@ -456,7 +481,11 @@ impl CoreDelivery {
                         return Ok(());
                     }
                 };
-                match self.storage.append_outbound(key, &record_of(&frames)) {
+                match self
+                    .storage
+                    .append_outbound(key, &record_of(&frames))
+                    .map(|t| self.noted(t))
+                {
                     Ok(t) => (frames, t),
                     Err(e) => return refuse(e, ClientMessage::Chunked(m)),
                 }
@@ -558,6 +587,9 @@ impl CoreDelivery {
             let r = self.storage.append_inbound(key, frame.as_bytes());
             (r, vec![OutFrame::from(frame)])
         };
+        if let Ok(Inbound::New(t) | Inbound::Duplicate(t)) = &appended {
+            self.noted(*t);
+        }
         match appended {
             Ok(Inbound::New(ticket)) => {
                 let r = self
@@ -693,7 +725,8 @@ impl CoreDelivery {
             self.storage.mark_acked(key)
         } else {
             self.storage.mark_settled(key)
-        };
+        }
+        .map(|t| self.noted(t));
         match r {
             Ok(_) => {}
             Err(StorageError::Busy { .. }) => {

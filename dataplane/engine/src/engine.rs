@@ -505,6 +505,21 @@ async fn run_core(
     core.shutting_down.set(true);
     core.close_all(CloseReason::Shutdown);
     drop(accept.cancel());
+    // Sync the log: what was appended (settle and ack records included) is on disk when the
+    // process ends.
+    let synced = futures_lite::future::or(async { Some(core.delivery.sync().await) }, async {
+        sleep(SHUTDOWN_SYNC_WAIT).await;
+        None
+    })
+    .await;
+    match synced {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::error!(core = core.id, error = %e, "the log failed at shutdown"),
+        None => tracing::warn!(
+            core = core.id,
+            "the log did not sync within {SHUTDOWN_SYNC_WAIT:?} at shutdown"
+        ),
+    }
     // Give sessions a moment to send their CLOSE and flush.
     for _ in 0..50 {
         if CoreMetrics::get(&core.metrics.sessions_open) == 0 {
@@ -513,6 +528,9 @@ async fn run_core(
         sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Longest a core waits for its log's last sync at shutdown.
+const SHUTDOWN_SYNC_WAIT: Duration = Duration::from_secs(5);
 
 /// Finishes a push that found no room: waits for the queue (or briefly for a full inbox) and
 /// retries. While it waits, this core takes nothing more from its inbox, so the control thread's
