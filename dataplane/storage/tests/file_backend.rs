@@ -304,3 +304,36 @@ fn always_syncs_each_append_and_none_syncs_nothing() {
         storage.close().await.unwrap();
     });
 }
+
+#[test]
+fn close_ends_when_the_log_is_full_of_unsettled_records() {
+    // Nothing is ever settled: once the chain is long enough the driver relocates the oldest
+    // segment's records, which fills the head as fast as the recycle frees the tail. Close
+    // must still sync what was appended and end.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), DurabilityMode::None);
+    config.wal.segments.entries_max = 1 << 16;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        common::run(move || async move {
+            let storage = FileStorage::open(config).await.unwrap();
+            let frame = frame(1, 1000);
+            for _ in 0..2_000 {
+                let Ok(msg_id) = storage.allocate_msg_id() else {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                if storage.append_outbound(out_key(msg_id), &frame).is_err() {
+                    break;
+                }
+                futures_lite::future::yield_now().await;
+            }
+            storage.close().await.unwrap();
+        });
+        done_tx.send(()).unwrap();
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "close did not end"
+    );
+}

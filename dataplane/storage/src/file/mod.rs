@@ -861,8 +861,10 @@ async fn drive(shared: Rc<Shared>) {
             continue;
         }
 
-        // 2. Relocations (and the msg_id reservation, kept ahead of use).
-        {
+        // 2. Relocations (and the msg_id reservation, kept ahead of use). Not when closing:
+        // they only make room for later appends, and with a log full of unsettled records
+        // each relocation refills what the recycle after it frees, so close would never end.
+        if !shared.closing.get() {
             let mut state = shared.state.borrow_mut();
             let result = state
                 .relocate()
@@ -876,8 +878,10 @@ async fn drive(shared: Rc<Shared>) {
             }
         }
 
-        // 3. Recycling, oldest segment first.
-        let recycle = {
+        // 3. Recycling, oldest segment first (not when closing, as above).
+        let recycle = if shared.closing.get() {
+            None
+        } else {
             let mut state = shared.state.borrow_mut();
             match state.segments.poll_recycle() {
                 Some(segment_id) => {
