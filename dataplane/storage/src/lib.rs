@@ -39,7 +39,7 @@ use std::str::FromStr;
 pub use self::redis::{RedisConfig, RedisStats, RedisStorage};
 pub use durable::{Ticket, WaitDurable, WaitProgress};
 pub use error::{BusyReason, RedisRefusal, StorageError};
-pub use file::{FileConfig, FileStorage};
+pub use file::{FileConfig, FileStorage, SyncHistogram};
 pub use memory::MemoryStorage;
 pub use mesh_wal::MsgKey;
 pub use mesh_wal::recovery::TailPolicy;

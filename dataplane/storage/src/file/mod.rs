@@ -40,6 +40,7 @@
 //! the batch deadline passes. A failed `fdatasync` is fatal: the commit machine is dead, every
 //! waiter gets [`StorageError::Fatal`], every later call too; nothing is retried.
 
+mod histogram;
 mod segment;
 
 use std::cell::{Cell, RefCell};
@@ -63,6 +64,7 @@ use mesh_wal::{
     Verdict,
 };
 
+pub use self::histogram::SyncHistogram;
 use self::segment::SegmentFile;
 use crate::durable::{Ticket, WaitDurable, WaitProgress, Watermark};
 use crate::error::{BusyReason, FatalError, StorageError};
@@ -209,6 +211,8 @@ struct Shared {
     closing: Cell<bool>,
     /// Group-commit syncs completed (for tests and metrics).
     syncs_done: Cell<u64>,
+    /// Their durations, from issue to the completion seen by the driver.
+    sync_latency: RefCell<SyncHistogram>,
 }
 
 /// The `file` backend of one core. Create it with [`FileStorage::open`] on the core's glommio
@@ -384,6 +388,7 @@ impl FileStorage {
             notify,
             closing: Cell::new(false),
             syncs_done: Cell::new(0),
+            sync_latency: RefCell::new(SyncHistogram::default()),
         });
         let driver = glommio::spawn_local(drive(shared.clone())).detach();
         let storage = Self {
@@ -419,6 +424,12 @@ impl FileStorage {
     /// Group-commit `fdatasync`s completed since open (start-up syncs not counted).
     pub fn syncs_completed(&self) -> u64 {
         self.shared.syncs_done.get()
+    }
+
+    /// Durations of the group-commit `fdatasync`s since open, from issue to the completion
+    /// seen by the driver task (so it includes how late the executor polled the ring).
+    pub fn sync_latency(&self) -> SyncHistogram {
+        self.shared.sync_latency.borrow().clone()
     }
 
     /// Segment files currently holding no segment (free for a roll).
@@ -838,11 +849,16 @@ async fn drive(shared: Rc<Shared>) {
             }
         };
         if let Some((sync_id, file)) = sync {
+            let issued = std::time::Instant::now();
             let result = file.fdatasync().await;
             let mut state = shared.state.borrow_mut();
             match result {
                 Ok(()) => {
                     shared.syncs_done.set(shared.syncs_done.get() + 1);
+                    shared
+                        .sync_latency
+                        .borrow_mut()
+                        .record_us(u64::try_from(issued.elapsed().as_micros()).unwrap_or(u64::MAX));
                     let now = state.now();
                     if let Err(error) = state.commit.handle_sync_done(sync_id, now) {
                         state.fail(FatalError::Commit(error));
