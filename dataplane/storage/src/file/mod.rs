@@ -5,8 +5,9 @@
 //!
 //! `dir/wal-c{core:03}-{slot:05}.seg`, `segments.segments_max` of them (more if an earlier run
 //! made more), each `writer.segment_len` bytes, created and `fallocate`d at start-up (start-up
-//! fails with [`StorageError::NoSpace`] rather than running on sparse files) and mapped with
-//! memmap2 for the life of the log.
+//! fails with [`StorageError::NoSpace`] rather than running on sparse files), zero-filled one
+//! page at a time where new (see `segment.rs` for why), and mapped with memmap2 for the life
+//! of the log.
 //!
 //! # Start-up ([`FileStorage::open`])
 //!
