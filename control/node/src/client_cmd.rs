@@ -78,7 +78,11 @@ pub fn send(args: &SendArgs) -> anyhow::Result<()> {
             match r.status {
                 mesh_client::status::PERSISTED => persisted.push(r.msg_id),
                 mesh_client::status::FAILED | mesh_client::status::UNDELIVERABLE => {
-                    anyhow::bail!("message {} refused by the node (status {})", r.seq, r.status)
+                    anyhow::bail!(
+                        "message {} refused by the node (status {})",
+                        r.seq,
+                        r.status
+                    )
                 }
                 _ => {}
             }

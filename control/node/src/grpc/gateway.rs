@@ -4,9 +4,9 @@
 //! A gRPC Send is a native client's send: the core that takes it allocates the msg_id, appends
 //! it to the WAL, tracks it and reports PERSISTED / DELIVERED / ACK / FAILED in receipts, which
 //! this module routes back to the waiting call. Subscribe streams share one subscriber
-//! session ([`SubscriberLink`]): the node offers it what is addressed to it and it hands each
-//! message on to the [`super::data_service`] hub. So gRPC traffic takes exactly the path of
-//! native traffic (one extra loopback hop, which gRPC's own encoding dwarfs), with every
+//! session (a [`Link`] made with a deliveries channel): the node offers it what is addressed to
+//! it and it hands each message on to the [`super::data_service`] hub. So gRPC traffic takes
+//! exactly the path of native traffic (one extra loopback hop, which gRPC's own encoding dwarfs), with every
 //! guarantee and limit of the data plane, and no second implementation of them.
 //!
 //! Each [`Link`] is one session run by one task. The node spreads sessions over its cores
