@@ -43,6 +43,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The process-wide rustls provider (gRPC's TLS and its clients use it; mesh links build
+    // their own, narrower one): aws-lc, X25519MLKEM768 first. Named explicitly because a build
+    // where another crate also enables rustls's `ring` cannot pick one by itself.
+    let _ = mesh_tls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Certs(args)) => {

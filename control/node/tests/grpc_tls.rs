@@ -27,6 +27,8 @@ async fn topology(endpoint: Endpoint) -> Result<pb::Topology, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_required_when_a_client_ca_is_given() {
+    // As the node does: name the provider (a workspace build may enable two).
+    let _ = mesh_tls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path(), &[1, 9]);
     let file = |name: &str| dir.path().join(name);
