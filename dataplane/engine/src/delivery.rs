@@ -752,34 +752,26 @@ impl CoreDelivery {
         self.retry_settles();
         self.take_durable(now);
         self.retry_blocked(core, now);
-        for i in 0..=STEP_BATCH {
-            if i == STEP_BATCH || !self.blocked.borrow().is_empty() {
-                more = i == STEP_BATCH;
-                break;
-            }
-            let t = self.outbox.borrow_mut().poll_transmit();
-            let Some(t) = t else { break };
-            self.transmit(core, t, now);
-        }
-        for i in 0..=STEP_BATCH {
-            if i == STEP_BATCH {
-                more = true;
-                break;
-            }
-            let t = self.inbox.borrow_mut().poll_transmit();
-            let Some(t) = t else { break };
-            self.answer(core, t);
-        }
+        // Transmissions stop at the first that found its next hop full (BLOCKED_POLL retries).
+        more |= bounded(
+            || {
+                if self.blocked.borrow().is_empty() {
+                    self.outbox.borrow_mut().poll_transmit()
+                } else {
+                    None
+                }
+            },
+            |t| self.transmit(core, t, now),
+        );
+        more |= bounded(
+            || self.inbox.borrow_mut().poll_transmit(),
+            |t| self.answer(core, t),
+        );
         self.offer(core, now);
-        for i in 0..=STEP_BATCH {
-            if i == STEP_BATCH {
-                more = true;
-                break;
-            }
-            let ev = self.outbox.borrow_mut().poll_event();
-            let Some(ev) = ev else { break };
-            self.outbox_event(core, ev);
-        }
+        more |= bounded(
+            || self.outbox.borrow_mut().poll_event(),
+            |ev| self.outbox_event(core, ev),
+        );
         core.metrics.outbox_in_flight.store(
             self.in_flight() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -1050,6 +1042,18 @@ impl CoreDelivery {
     fn first_pending(&self) -> Option<Ticket> {
         self.pending.borrow().front().map(|(t, _)| *t)
     }
+}
+
+/// Hands what `next` yields to `each`, at most [`STEP_BATCH`] items; whether it stopped at
+/// the bound (more may be waiting).
+fn bounded<T>(mut next: impl FnMut() -> Option<T>, mut each: impl FnMut(T)) -> bool {
+    for _ in 0..STEP_BATCH {
+        let Some(item) = next() else {
+            return false;
+        };
+        each(item);
+    }
+    true
 }
 
 /// Longest the delivery task sleeps while transmissions wait for queue room.
