@@ -127,6 +127,24 @@ pub struct Receipt {
     pub reason: Option<u16>,
 }
 
+impl Receipt {
+    /// The receipt a frame from the node carries: an ACK frame with metadata `client_seq` and
+    /// `status` (anything else is not a receipt).
+    pub fn from_frame(frame: &Frame<BytesMut>) -> Option<Receipt> {
+        if frame.kind() != FrameKind::Ack {
+            return None;
+        }
+        let m = frame.meta(&MetaLimits::default()).ok()?;
+        Some(Receipt {
+            seq: m.client_seq?,
+            msg_id: frame.envelope().msg_id,
+            status: m.status?,
+            duplicate: m.duplicate == Some(true),
+            reason: m.reason,
+        })
+    }
+}
+
 /// `mesh.v1.MessageStatus` numbers found in [`Receipt::status`].
 pub mod status {
     /// Taken by the origin node (not yet durable).
@@ -555,16 +573,8 @@ impl Client {
     fn take(&mut self, frame: Frame<BytesMut>, now: Instant) {
         if frame.kind() == FrameKind::Ack {
             // A receipt from the node about one of our messages.
-            if let Ok(m) = frame.meta(&MetaLimits::default())
-                && let (Some(seq), Some(status)) = (m.client_seq, m.status)
-            {
-                self.receipts.push_back(Receipt {
-                    seq,
-                    msg_id: frame.envelope().msg_id,
-                    status,
-                    duplicate: m.duplicate == Some(true),
-                    reason: m.reason,
-                });
+            if let Some(r) = Receipt::from_frame(&frame) {
+                self.receipts.push_back(r);
             }
             return;
         }

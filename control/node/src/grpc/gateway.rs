@@ -498,20 +498,11 @@ impl Driver {
     fn take(&mut self, frame: Frame<BytesMut>, now: Instant) {
         match frame.kind() {
             FrameKind::Ack => {
-                let Ok(m) = frame.meta(&MetaLimits::default()) else {
+                let Some(r) = Receipt::from_frame(&frame) else {
                     return;
                 };
-                let (Some(seq), Some(status)) = (m.client_seq, m.status) else {
-                    return;
-                };
-                let r = Receipt {
-                    seq,
-                    msg_id: frame.envelope().msg_id,
-                    status,
-                    duplicate: m.duplicate == Some(true),
-                    reason: m.reason,
-                };
-                let done = matches!(status, 6..=8 | 11) || r.duplicate;
+                let seq = r.seq;
+                let done = matches!(r.status, 6..=8 | 11) || r.duplicate;
                 if let Some(w) = self.waiters.get(&seq)
                     && (w.send(r).is_err() || done)
                 {
