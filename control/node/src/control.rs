@@ -38,17 +38,9 @@ pub struct LinkStateRoutes {
 
 impl RouteLookup for LinkStateRoutes {
     fn next_hop(&self, src_node: u64, dst_domain: u32, dst_node: u64, msg_id: u64) -> Option<u64> {
-        let dst = NodeId::new(dst_node)?;
-        let src = NodeId::new(src_node).unwrap_or(dst);
-        // A frame without a destination domain resolves it from the member sets.
-        let domain = if dst_domain == 0 {
-            self.table.domain_of(dst)?
-        } else {
-            DomainId(dst_domain)
-        };
-        match self.table.lookup(domain, dst, src, msg_id) {
-            Ok(NextHop::Forward(n)) => Some(n.get()),
-            Ok(NextHop::Local) | Err(_) => None,
+        match self.route(src_node, dst_domain, dst_node, msg_id) {
+            Route::Forward(n) => Some(n),
+            Route::NoRoute | Route::Denied => None,
         }
     }
 
@@ -57,6 +49,7 @@ impl RouteLookup for LinkStateRoutes {
             return Route::NoRoute;
         };
         let src = NodeId::new(src_node).unwrap_or(dst);
+        // A frame without a destination domain resolves it from the member sets.
         let domain = if dst_domain == 0 {
             match self.table.domain_of(dst) {
                 Some(d) => d,
