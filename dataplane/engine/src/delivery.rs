@@ -404,11 +404,27 @@ impl CoreDelivery {
             src_node: core.node_id(),
             msg_id,
         };
-        let refuse = |e: StorageError, msg: ClientMessage| {
-            // The id is burnt (ids need not be dense); the next attempt stamps a new one.
+        // The message will not be sent: its key is free again (the msg_id is burnt; ids need not
+        // be dense, and a retry stamps a new one).
+        let release = || {
             if let Some(k) = &idem {
                 self.keys.release(k, msg_id);
             }
+        };
+        // Refused for good, too large to store or to send on: the client hears FAILED.
+        let too_large = || {
+            release();
+            core.send_receipt(
+                client,
+                0,
+                client_seq,
+                MessageStatus::Failed.code(),
+                false,
+                Some(mesh_delivery::FailReason::TooLarge.code()),
+            );
+        };
+        let refuse = |e: StorageError, msg: ClientMessage| {
+            release();
             match e {
                 StorageError::Busy { .. } => {
                     self.kick.kick();
@@ -419,14 +435,7 @@ impl CoreDelivery {
                         len,
                         limit, "a client's message is over the storage's record limit"
                     );
-                    core.send_receipt(
-                        client,
-                        0,
-                        client_seq,
-                        MessageStatus::Failed.code(),
-                        false,
-                        Some(mesh_delivery::FailReason::TooLarge.code()),
-                    );
+                    too_large();
                     Ok(())
                 }
                 e => {
@@ -467,17 +476,7 @@ impl CoreDelivery {
                     Ok(c) => c.collect::<Frames>(),
                     Err(e) => {
                         warn!(error = %e, "a client's chunked message cannot be sent on");
-                        if let Some(k) = &idem {
-                            self.keys.release(k, msg_id);
-                        }
-                        core.send_receipt(
-                            client,
-                            0,
-                            client_seq,
-                            MessageStatus::Failed.code(),
-                            false,
-                            Some(mesh_delivery::FailReason::TooLarge.code()),
-                        );
+                        too_large();
                         return Ok(());
                     }
                 };
