@@ -298,20 +298,8 @@ mod tests {
             vec![(2, 1), (3, 2)],
             "foreign borders are not intra routes"
         );
-        let inter: Vec<_> = t
-            .inter_routes()
-            .iter()
-            .map(|r| {
-                (
-                    r.domain.0,
-                    r.domain_cost,
-                    r.exit_cost,
-                    t.inter_hops(r).to_vec(),
-                )
-            })
-            .collect();
         assert_eq!(
-            inter,
+            inter(&c),
             vec![
                 (5, 10, 10, vec![n(501)]),
                 (6, 10, 12, vec![n(2)]),
