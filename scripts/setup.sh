@@ -17,6 +17,7 @@ packages=(
   golang-github-golang-protobuf-1-5-dev
   nftables               # loss and partitions in chaos runs
   iproute2               # ip netns + veth for multi-host runs
+  faketime               # clock skew on one node in chaos runs (LD_PRELOAD libfaketime)
   nats-server            # peer comparison in the bench harness
 )
 
