@@ -156,6 +156,25 @@ pub fn check(sent: &[Sent], received: &[Received], heals: &[Duration]) -> Verdic
     }
 }
 
+/// The longest time within `from..to` in which no new message (a sequence number not seen
+/// before) arrived: how long a fault held the traffic up. `received` in arrival order.
+pub fn longest_pause(received: &[Received], from: Duration, to: Duration) -> Duration {
+    let mut seen = std::collections::HashSet::new();
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for r in received {
+        if !seen.insert(r.seq) || r.at < from {
+            continue;
+        }
+        if r.at > to {
+            break;
+        }
+        longest = longest.max(r.at.saturating_sub(last));
+        last = r.at;
+    }
+    longest.max(to.saturating_sub(last))
+}
+
 fn unknown_copies(received: &[Received], sent: &HashMap<u64, &Sent>) -> usize {
     received
         .iter()
@@ -271,6 +290,15 @@ mod tests {
         assert_eq!(v.unknown, vec![99]);
         assert!(!v.passed());
         assert_eq!(v.copies, 2);
+    }
+
+    #[test]
+    fn the_longest_pause_counts_new_messages_only() {
+        // Arrivals at 10, 20, (copy of 1 at 60), 90; window 0..100.
+        let rx = vec![got(0, 10, 1), got(1, 20, 1), got(1, 60, 2), got(2, 90, 1)];
+        assert_eq!(longest_pause(&rx, ms(0), ms(100)), ms(70));
+        assert_eq!(longest_pause(&rx, ms(15), ms(25)), ms(5));
+        assert_eq!(longest_pause(&rx, ms(91), ms(200)), ms(109));
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct Injected {
     pub applied_at: Duration,
     /// When it was healed.
     pub healed_at: Duration,
+    /// The longest time, from its application to the next one, in which no new message
+    /// arrived at the destination.
+    pub longest_pause: Duration,
 }
 
 /// The outcome of a run.
@@ -353,6 +356,7 @@ fn drive(
             step: *step,
             applied_at,
             healed_at,
+            longest_pause: Duration::ZERO,
         });
         pause(step.settle)?;
         for n in &mut running.nodes {
@@ -367,6 +371,7 @@ fn drive(
     }
 
     let producer = running.producer.take().context("producer")?;
+    let stopped_at = t0.elapsed();
     let sent = producer.finish();
     let persisted: Vec<u64> = sent
         .sent
@@ -403,6 +408,16 @@ fn drive(
     let got = consumer.finish();
     let heals: Vec<Duration> = injected.iter().map(|f| f.healed_at).collect();
     let verdict = check::check(&sent.sent, &got.received, &heals);
+    // Each fault's window ends where the next one starts (the last: where the producer stopped).
+    let ends: Vec<Duration> = injected
+        .iter()
+        .skip(1)
+        .map(|f| f.applied_at)
+        .chain([stopped_at])
+        .collect();
+    for (f, end) in injected.iter_mut().zip(ends) {
+        f.longest_pause = check::longest_pause(&got.received, f.applied_at, end);
+    }
     let outcome = Outcome {
         verdict,
         injected,
@@ -466,12 +481,13 @@ fn print_figures(cfg: &RunConfig, o: &Outcome) {
     for (i, f) in o.injected.iter().enumerate() {
         let rec = v.recovery.get(i).copied().flatten();
         println!(
-            "  {:>3}. {:<45} at {:>7.1} s, healed {:>7.1} s, recovered {}",
+            "  {:>3}. {:<45} at {:>6.1} s, healed {:>6.1} s, longest pause {:>5} ms, all before the heal in {}",
             i + 1,
             f.step.fault.to_string(),
             f.applied_at.as_secs_f64(),
             f.healed_at.as_secs_f64(),
-            rec.map_or_else(|| "never".to_owned(), |d| format!("{} ms after", ms(d)))
+            ms(f.longest_pause),
+            rec.map_or_else(|| "never".to_owned(), |d| format!("{} ms", ms(d)))
         );
     }
     println!();
