@@ -59,6 +59,14 @@ certs-localhost: ## mesh CA + node certificates for a local mesh (needs the mesh
 clean:
 	$(CARGO) clean
 
+.PHONY: chaos chaos-ci
+CHAOS_SECS ?= 600
+chaos: ## long chaos run (release, CHAOS_SECS=600 s of faults under traffic in network namespaces); SEED=n replays a run
+	bash scripts/chaos.sh --release --duration-s $(CHAOS_SECS) --rate 1000 $(if $(SEED),--seed $(SEED))
+
+chaos-ci: ## the reduced chaos run CI does (debug build, every fault kind once, ~1 min); SEED=n for another
+	bash scripts/chaos.sh --seed $(or $(SEED),1)
+
 sim: ## control-plane simulation, reduced (20 domains x 50 nodes, every router live, checks)
 	$(CARGO) run --release -p mesh-sim -- --domains 20 --nodes-per-domain 50 --seed 1 --walk
 

@@ -12,10 +12,12 @@
 //!   on the *same* subscriber session (the consumer acked every copy at once, so the node had
 //!   its ack).
 //! - **Redelivered after a restart**: the same msg_id again on a *later* subscriber session,
-//!   i.e. after the destination was SIGKILLed. SPEC §5 has the destination deliver "until the
-//!   application acks it", and an ack still in flight (in the socket, the node's queues or the
-//!   unsynced tail of its log) dies with the node; the application tells these apart by their
-//!   (src_node, msg_id). They are counted and printed, not failed.
+//!   i.e. after the destination was SIGKILLed, when the previous copy came at most
+//!   [`ACK_GRACE`] before that session ended. SPEC §5 has the destination deliver "until the
+//!   application acks it", and an ack still in flight (in the socket, the node's queues, not
+//!   yet appended to its log) dies with the node; the application tells these apart by their
+//!   (src_node, msg_id). They are counted and printed, not failed. A copy acked longer before
+//!   the node died than that was acked for good: handing it over again is a duplicate.
 //! - **Unknown**: a copy whose sequence number the producer never sent (a corrupt payload).
 //!
 //! A message sent but never answered PERSISTED (its origin was killed first) may arrive or
@@ -23,6 +25,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+
+/// How long before its subscriber session ended a copy's ack may still have been on its way
+/// (the consumer acks at once; the node appends the ack within milliseconds): a copy handed
+/// over again after a restart is a redelivery only if its previous copy came this late.
+pub const ACK_GRACE: Duration = Duration::from_secs(2);
 
 /// One message the producer sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +101,14 @@ impl Verdict {
 }
 
 /// The verdict on a run: `sent` from the producer, `received` from the consumer in arrival
-/// order, `heals` the times each fault was healed.
-pub fn check(sent: &[Sent], received: &[Received], heals: &[Duration]) -> Verdict {
+/// order, `session_ends[k]` when the consumer's session `k + 1` ended (sessions still open
+/// have none), `heals` the times each fault was healed.
+pub fn check(
+    sent: &[Sent],
+    received: &[Received],
+    session_ends: &[Duration],
+    heals: &[Duration],
+) -> Verdict {
     let sent_by_seq: HashMap<u64, &Sent> = sent.iter().map(|s| (s.seq, s)).collect();
     // Per seq: its copies in arrival order.
     let mut copies: BTreeMap<u64, Vec<&Received>> = BTreeMap::new();
@@ -112,8 +125,20 @@ pub fn check(sent: &[Sent], received: &[Received], heals: &[Duration]) -> Verdic
     for (&seq, list) in &copies {
         let key = |r: &Received| (r.src_node, r.msg_id);
         let one_msg = list.iter().all(|r| key(r) == key(list[0]));
-        let each_on_a_later_session = list.windows(2).all(|w| w[0].session < w[1].session);
-        if one_msg && each_on_a_later_session {
+        let ended = |session: u32| {
+            usize::try_from(session)
+                .ok()
+                .and_then(|k| k.checked_sub(1))
+                .and_then(|k| session_ends.get(k))
+                .copied()
+        };
+        // Each copy on a later session than the one before, which ended before that copy's
+        // ack could have been taken for good.
+        let each_redelivered_after_a_restart = list.windows(2).all(|w| {
+            w[0].session < w[1].session
+                && ended(w[0].session).is_some_and(|end| end <= w[0].at + ACK_GRACE)
+        });
+        if one_msg && each_redelivered_after_a_restart {
             redelivered_after_restart += list.len() - 1;
         } else {
             duplicated.push(Duplicate {
@@ -199,6 +224,9 @@ mod tests {
             .collect()
     }
 
+    /// Sessions 1 and 2 ended at 10 ms and 60 ms.
+    const ENDS: [Duration; 2] = [Duration::from_millis(10), Duration::from_millis(60)];
+
     fn got(seq: u64, at: u64, session: u32) -> Received {
         Received {
             seq,
@@ -212,7 +240,7 @@ mod tests {
     #[test]
     fn every_message_once_passes() {
         let rx: Vec<_> = (0..5).map(|s| got(s, s * 10 + 5, 1)).collect();
-        let v = check(&sent(5), &rx, &[ms(20)]);
+        let v = check(&sent(5), &rx, &[], &[ms(20)]);
         assert!(v.passed(), "{v:?}");
         assert_eq!((v.sent, v.persisted, v.received, v.copies), (5, 5, 5, 5));
         // Persisted by 20 ms: seqs 0..=2; the last of them arrived at 25 ms.
@@ -223,7 +251,7 @@ mod tests {
     #[test]
     fn a_lost_message_is_caught() {
         let rx: Vec<_> = [0, 1, 3, 4].iter().map(|&s| got(s, 100, 1)).collect();
-        let v = check(&sent(5), &rx, &[ms(50)]);
+        let v = check(&sent(5), &rx, &[], &[ms(50)]);
         assert!(!v.passed());
         assert_eq!(v.lost, vec![2]);
         assert_eq!(
@@ -238,7 +266,7 @@ mod tests {
         let mut s = sent(3);
         s[2].persisted_at = None;
         let rx = vec![got(0, 1, 1), got(1, 2, 1)];
-        let v = check(&s, &rx, &[]);
+        let v = check(&s, &rx, &[], &[]);
         assert!(v.passed(), "{v:?}");
         assert_eq!(v.persisted, 2);
     }
@@ -246,7 +274,7 @@ mod tests {
     #[test]
     fn the_same_msg_id_twice_on_one_session_is_a_duplicate() {
         let rx = vec![got(0, 1, 1), got(1, 2, 1), got(1, 3, 1)];
-        let v = check(&sent(2), &rx, &[]);
+        let v = check(&sent(2), &rx, &ENDS, &[]);
         assert!(!v.passed());
         assert_eq!(v.duplicated.len(), 1);
         assert_eq!(v.duplicated[0].seq, 1);
@@ -258,7 +286,7 @@ mod tests {
         let mut again = got(1, 9, 2);
         again.msg_id = 77;
         let rx = vec![got(0, 1, 1), got(1, 2, 1), again];
-        let v = check(&sent(2), &rx, &[]);
+        let v = check(&sent(2), &rx, &ENDS, &[]);
         assert_eq!(v.duplicated.len(), 1, "{v:?}");
         assert_eq!(v.redelivered_after_restart, 0);
     }
@@ -268,25 +296,38 @@ mod tests {
         let mut s = sent(2);
         s[1].persisted_at = None;
         let rx = vec![got(0, 1, 1), got(1, 2, 1), got(1, 3, 1)];
-        assert_eq!(check(&s, &rx, &[]).duplicated.len(), 1);
+        assert_eq!(check(&s, &rx, &[], &[]).duplicated.len(), 1);
     }
 
     #[test]
     fn redelivery_after_the_destination_restarted_is_counted_not_failed() {
         let rx = vec![got(0, 1, 1), got(1, 2, 1), got(1, 50, 2), got(1, 80, 3)];
-        let v = check(&sent(2), &rx, &[]);
+        let v = check(&sent(2), &rx, &ENDS, &[]);
         assert!(v.passed(), "{v:?}");
         assert_eq!(v.redelivered_after_restart, 2);
         assert_eq!(v.copies, 4);
         // ...but twice on the later session is a duplicate.
         let rx = vec![got(0, 1, 1), got(1, 2, 1), got(1, 50, 2), got(1, 51, 2)];
-        assert_eq!(check(&sent(2), &rx, &[]).duplicated.len(), 1);
+        assert_eq!(check(&sent(2), &rx, &ENDS, &[]).duplicated.len(), 1);
+    }
+
+    #[test]
+    fn redelivery_of_a_message_acked_long_before_the_restart_is_a_duplicate() {
+        // Session 1 ended at 10 s; seq 1 came (and was acked) at 2 ms, 10 s before that.
+        let ends = [Duration::from_secs(10)];
+        let rx = vec![got(0, 1, 1), got(1, 2, 1), got(1, 10_500, 2)];
+        let v = check(&sent(2), &rx, &ends, &[]);
+        assert_eq!(v.duplicated.len(), 1, "{v:?}");
+        assert_eq!(v.redelivered_after_restart, 0);
+        // Acked 1.5 s before the end: its ack may have died with the node.
+        let rx = vec![got(0, 1, 1), got(1, 8_500, 1), got(1, 10_500, 2)];
+        assert!(check(&sent(2), &rx, &ends, &[]).passed());
     }
 
     #[test]
     fn a_payload_that_was_never_sent_fails() {
         let rx = vec![got(0, 1, 1), got(1, 1, 1), got(99, 2, 1)];
-        let v = check(&sent(2), &rx, &[]);
+        let v = check(&sent(2), &rx, &ENDS, &[]);
         assert_eq!(v.unknown, vec![99]);
         assert!(!v.passed());
         assert_eq!(v.copies, 2);
@@ -312,7 +353,7 @@ mod tests {
             got(3, 42, 1),
             got(4, 100, 1),
         ];
-        let v = check(&sent(5), &rx, &[ms(15), ms(45)]);
+        let v = check(&sent(5), &rx, &[], &[ms(15), ms(45)]);
         assert_eq!(v.recovery, vec![Some(ms(25)), Some(ms(55))]);
     }
 }

@@ -407,7 +407,7 @@ fn drive(
     }
     let got = consumer.finish();
     let heals: Vec<Duration> = injected.iter().map(|f| f.healed_at).collect();
-    let verdict = check::check(&sent.sent, &got.received, &heals);
+    let verdict = check::check(&sent.sent, &got.received, &got.session_ends, &heals);
     // Each fault's window ends where the next one starts (the last: where the producer stopped).
     let ends: Vec<Duration> = injected
         .iter()

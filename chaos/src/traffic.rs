@@ -267,6 +267,8 @@ pub struct ConsumerRecord {
     pub received: Vec<Received>,
     /// Subscriber sessions (one more after each restart of the destination).
     pub sessions: u32,
+    /// When each session ended (by its number minus one): the node went away.
+    pub session_ends: Vec<Duration>,
 }
 
 /// The consumer thread.
@@ -352,6 +354,9 @@ fn consume(node: SocketAddr, t0: Instant, stop: &AtomicBool, record: &Mutex<Cons
                 Ok(None) => {}
                 Err(_) => alive = false,
             }
+        }
+        if !alive {
+            lock(record).session_ends.push(t0.elapsed());
         }
         if alive {
             let _ = client.close();
