@@ -29,7 +29,7 @@ pub fn render(
     grpc: &GrpcMetrics,
 ) -> String {
     let mut out = String::with_capacity(8 << 10);
-    let per_core: [CoreCounter; 21] = [
+    let per_core: [CoreCounter; 22] = [
         ("mesh_frames_in_total", "Frames read from peers.", |m| {
             &m.frames_in
         }),
@@ -88,6 +88,11 @@ pub fn render(
             "mesh_handshake_failures_total",
             "Handshakes that failed.",
             |m| &m.handshake_failures,
+        ),
+        (
+            "mesh_handshake_timeouts_total",
+            "Connections closed because TLS and HELLO did not complete within the handshake deadline.",
+            |m| &m.handshake_timeouts,
         ),
         ("mesh_frames_out_total", "Frames written to peers.", |m| {
             &m.frames_out

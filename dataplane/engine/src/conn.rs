@@ -57,7 +57,9 @@ pub(crate) fn session_config(core: &Core) -> SessionConfig {
     s
 }
 
-/// Runs one connection to its end.
+/// Runs one connection to its end. `started` is when the TCP connection was made: the
+/// handshake deadline counts from then (a TLS handshake before this call used part of it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_connection(
     core: Rc<Core>,
     transport: Transport,
@@ -66,14 +68,15 @@ pub(crate) async fn run_connection(
     security: ChannelSecurity,
     nonce: [u8; 32],
     plain_client_only: bool,
+    started: Instant,
 ) -> ConnOutcome {
-    let now = Instant::now();
     let mut config = session_config(&core);
     if plain_client_only {
         // Checked at `Established`: only a client may stay on this plain connection.
         config.require_tls = false;
     }
-    let session = match Session::new(config, side, expected_peer, security, nonce, now) {
+    // Created as of `started`, so that its handshake deadline is the connection's.
+    let session = match Session::new(config, side, expected_peer, security, nonce, started) {
         Ok(s) => s,
         Err(e) => {
             warn!(core = core.id, error = %e, "invalid session configuration");
@@ -104,6 +107,7 @@ pub(crate) async fn run_connection(
         reason: None,
         eof: false,
         relocated_seen: 0,
+        started,
     };
     CoreMetrics::add(&core.metrics.sessions_open, 1);
     std::future::poll_fn(|cx| conn.poll(cx)).await;
@@ -140,6 +144,8 @@ struct Conn {
     eof: bool,
     /// `decoder.bytes_relocated()` already counted in the metrics.
     relocated_seen: u64,
+    /// When the TCP connection was made (the handshake deadline counts from then).
+    started: Instant,
 }
 
 enum Stalled {
@@ -284,7 +290,11 @@ impl Conn {
                         CoreMetrics::add(&self.core.metrics.protocol_errors, 1);
                     }
                     if self.peer.is_none() {
-                        CoreMetrics::add(&self.core.metrics.handshake_failures, 1);
+                        if reason == CloseReason::HandshakeTimeout && !by_peer {
+                            crate::engine::handshake_timed_out(&self.core, self.side, self.started);
+                        } else {
+                            CoreMetrics::add(&self.core.metrics.handshake_failures, 1);
+                        }
                     }
                 }
             }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, timer::sleep};
@@ -578,12 +578,15 @@ async fn accept_loop(
                 continue;
             }
         };
+        // The handshake deadline counts from here: the TLS handshake and the HELLO exchange
+        // share it, so a peer that stalls each of them in turn is still closed in time.
+        let started = Instant::now();
         let _ = stream.set_nodelay(true);
         let core2 = core.clone();
         let adm = admission.clone();
         glommio::spawn_local(async move {
             let Some((transport, security, plain_client_only)) =
-                secure(&core2, stream, Side::Acceptor).await
+                secure(&core2, stream, Side::Acceptor, started).await
             else {
                 adm.borrow_mut().release(ticket);
                 return;
@@ -596,6 +599,7 @@ async fn accept_loop(
                 security,
                 nonce(),
                 plain_client_only,
+                started,
             )
             .await;
             debug!(core = core2.id, peer = ?out.peer.map(|p| p.node_id), reason = ?out.reason, "inbound session ended");
@@ -612,11 +616,12 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
         let connected = TcpStream::connect_timeout(addr, Duration::from_secs(2)).await;
         match connected {
             Ok(stream) => {
+                let started = Instant::now();
                 let _ = stream.set_nodelay(true);
                 let ticket = admission.borrow_mut().try_admit();
                 if let Ok(ticket) = ticket {
                     let Some((transport, security, _)) =
-                        secure(&core, stream, Side::Initiator).await
+                        secure(&core, stream, Side::Initiator, started).await
                     else {
                         admission.borrow_mut().release(ticket);
                         let delay = backoff.next_delay().unwrap_or(Duration::from_secs(10));
@@ -631,6 +636,7 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
                         security,
                         nonce(),
                         false,
+                        started,
                     )
                     .await;
                     admission.borrow_mut().release(ticket);
@@ -662,21 +668,28 @@ async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::Re
 /// that it can allow it or refuse it with CLOSE `TlsRequired`), plain TCP otherwise. `None` when
 /// the TLS handshake failed (logged and counted). The flag is set for a plain connection from
 /// loopback under `require_tls`: only a local native client may use it.
+///
+/// Everything here happens before the handshake deadline that started at `started` (the TCP
+/// connection): the peek at the first byte and the TLS handshake get what is left of it.
 async fn secure(
     core: &Core,
     stream: TcpStream,
     side: Side,
+    started: Instant,
 ) -> Option<(Transport, ChannelSecurity, bool)> {
     let Some(tls) = &core.cfg.tls else {
         return Some((Transport::Plain(stream), ChannelSecurity::Plain, false));
     };
+    let deadline = started + core.cfg.handshake_timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
     if side == Side::Acceptor {
         // A TLS ClientHello starts with 0x16; a plain mesh peer starts with its HELLO ("MS").
         let mut first = [0u8; 2];
-        let peeked = glommio::timer::timeout(core.cfg.handshake_timeout, async {
-            stream.peek(&mut first).await
-        })
-        .await;
+        let peeked = glommio::timer::timeout(left(), async { stream.peek(&mut first).await }).await;
+        if let Err(glommio::GlommioError::TimedOut(_)) = peeked {
+            handshake_timed_out(core, side, started);
+            return None;
+        }
         if matches!(peeked, Ok(n) if n >= 1 && first[0] == mesh_wire::MAGIC[0]) {
             let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
             let client_only = core.cfg.require_tls && local;
@@ -687,14 +700,32 @@ async fn secure(
             ));
         }
     }
-    match crate::tls::handshake(tls, stream, side, core.cfg.handshake_timeout).await {
+    match crate::tls::handshake(tls, stream, side, left()).await {
         Ok((s, security)) => Some((Transport::Tls(Box::new(s)), security, false)),
+        Err(crate::tls::TlsHandshakeError::Timeout(_)) => {
+            handshake_timed_out(core, side, started);
+            None
+        }
         Err(e) => {
             CoreMetrics::add(&core.metrics.handshake_failures, 1);
             warn!(core = core.id, ?side, error = %e, "TLS handshake refused");
             None
         }
     }
+}
+
+/// Counts and logs a connection closed because its handshake (TLS and HELLO) did not finish
+/// within the deadline.
+pub(crate) fn handshake_timed_out(core: &Core, side: Side, started: Instant) {
+    CoreMetrics::add(&core.metrics.handshake_failures, 1);
+    CoreMetrics::add(&core.metrics.handshake_timeouts, 1);
+    info!(
+        core = core.id,
+        ?side,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        deadline_ms = u64::try_from(core.cfg.handshake_timeout.as_millis()).unwrap_or(u64::MAX),
+        "handshake deadline passed: connection closed"
+    );
 }
 
 /// 32 fresh bytes from the OS CSPRNG for a HELLO nonce.

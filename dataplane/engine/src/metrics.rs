@@ -104,6 +104,9 @@ pub struct CoreMetrics {
     pub protocol_errors: AtomicU64,
     /// Handshakes that failed (any reason).
     pub handshake_failures: AtomicU64,
+    /// Connections closed because TLS and HELLO did not complete within the handshake
+    /// deadline (counted in `handshake_failures` too).
+    pub handshake_timeouts: AtomicU64,
 }
 
 impl CoreMetrics {
