@@ -12,11 +12,11 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use mesh_bench::payload::Clock;
-use mesh_bench::procs::{Shape, find_nats_server};
+use mesh_bench::procs::find_nats_server;
 use mesh_bench::report::{size_label, summary};
 use mesh_bench::results::{Machine, Results, RunConfig, utc_now};
 use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
-use mesh_bench::systems::{MeshSystem, NatsSystem, System, TcpSystem};
+use mesh_bench::systems::{MeshSystem, NatsSystem, System, TcpSystem, parse_mesh};
 
 /// Measures mesh end to end against a two-server NATS cluster and a loopback TCP stream.
 #[derive(Debug, Parser)]
@@ -34,16 +34,23 @@ struct Args {
     /// The `nats-server` binary (default: on PATH, else /usr/sbin/nats-server).
     #[arg(long)]
     nats_bin: Option<PathBuf>,
-    /// Systems to measure, comma-separated: mesh-pair, mesh-line, nats, tcp.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "mesh-pair,mesh-line,nats,tcp"
-    )]
+    /// Systems to measure, comma-separated: `mesh-<pair|line|ring>[+grpc][+none|+batch|+always][+tls]`
+    /// (`+grpc`: through the gRPC API; a durability: exactly-once with the WAL, else forwarding
+    /// only; `+tls`: TLS between the nodes), `nats`, `zenoh` (with the `zenoh` feature), `tcp`.
+    /// Default: by mode (see bench/README.md).
+    #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
     /// Hops of the mesh-line shape (hops + 1 nodes).
     #[arg(long, default_value_t = 2)]
     hops: u32,
+    /// Nodes of the mesh-ring shape (two domains; the consumer's node is opposite the
+    /// producer's).
+    #[arg(long, default_value_t = 6)]
+    ring_nodes: u32,
+    /// The `zenoh-router` binary (default: beside mesh-bench).
+    #[cfg(feature = "zenoh")]
+    #[arg(long)]
+    zenoh_router_bin: Option<PathBuf>,
     /// Payload sizes in bytes, comma-separated (default: 64,256,4096,65536; --full adds 1 MiB).
     #[arg(long, value_delimiter = ',')]
     payloads: Vec<usize>,
@@ -84,12 +91,13 @@ fn latency_rate(rate: u64, mb_max: f64, len: usize) -> u64 {
 }
 
 fn start_system(name: &str, args: &Args, mesh_bin: &std::path::Path) -> Result<Box<dyn System>> {
+    if name.starts_with("mesh-") {
+        let (shape, via, opts) = parse_mesh(name, args.hops, args.ring_nodes)?;
+        return Ok(Box::new(MeshSystem::start_with(
+            mesh_bin, shape, via, opts,
+        )?));
+    }
     Ok(match name {
-        "mesh-pair" => Box::new(MeshSystem::start(mesh_bin, Shape::Pair)?),
-        "mesh-line" => Box::new(MeshSystem::start(
-            mesh_bin,
-            Shape::Line { hops: args.hops },
-        )?),
         "nats" => {
             let bin = args.nats_bin.clone().or_else(find_nats_server).context(
                 "nats-server not found (install it: scripts/setup.sh) or pass --nats-bin",
@@ -97,8 +105,52 @@ fn start_system(name: &str, args: &Args, mesh_bin: &std::path::Path) -> Result<B
             Box::new(NatsSystem::start(&bin)?)
         }
         "tcp" => Box::new(TcpSystem::start()?),
-        other => bail!("unknown system {other:?} (mesh-pair, mesh-line, nats, tcp)"),
+        #[cfg(feature = "zenoh")]
+        "zenoh" => Box::new(mesh_bench::zenoh::ZenohSystem::start(
+            &args
+                .zenoh_router_bin
+                .clone()
+                .unwrap_or_else(default_zenoh_router_bin),
+        )?),
+        #[cfg(not(feature = "zenoh"))]
+        "zenoh" => {
+            bail!("zenoh: this mesh-bench was built without the `zenoh` feature (make bench-zenoh)")
+        }
+        other => bail!(
+            "unknown system {other:?} (mesh-<pair|line|ring>[+grpc][+none|+batch|+always][+tls], nats, zenoh, tcp)"
+        ),
     })
+}
+
+/// The systems a run measures unless `--systems` says: in `--quick`, mesh's forwarding path
+/// through the native client and gRPC, a line, and the peers; otherwise also exactly-once at
+/// durability `none` and `batch`, TLS, and the ring of two domains.
+fn default_systems(quick: bool) -> Vec<String> {
+    let mut s: Vec<&str> = vec!["mesh-pair", "mesh-grpc-pair", "mesh-line"];
+    if !quick {
+        s.extend([
+            "mesh-pair+none",
+            "mesh-pair+batch",
+            "mesh-grpc-pair+batch",
+            "mesh-pair+tls",
+            "mesh-ring",
+        ]);
+    }
+    s.push("nats");
+    if cfg!(feature = "zenoh") {
+        s.push("zenoh");
+    }
+    s.push("tcp");
+    s.into_iter().map(String::from).collect()
+}
+
+#[cfg(feature = "zenoh")]
+fn default_zenoh_router_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("zenoh-router")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("target/release/zenoh-router"))
 }
 
 fn main() -> Result<()> {
@@ -121,6 +173,11 @@ fn main() -> Result<()> {
     } else {
         args.payloads.clone()
     };
+    let systems_wanted = if args.systems.is_empty() {
+        default_systems(args.quick)
+    } else {
+        args.systems.clone()
+    };
     let mesh_bin = args.mesh_bin.clone().unwrap_or_else(default_mesh_bin);
     let out = args
         .out
@@ -129,10 +186,10 @@ fn main() -> Result<()> {
     let machine = Machine::detect();
     let date = utc_now();
 
-    eprintln!("starting {} …", args.systems.join(", "));
+    eprintln!("starting {} …", systems_wanted.join(", "));
     let mut systems: Vec<Box<dyn System>> = Vec::new();
     let mut nats_version = None;
-    for name in &args.systems {
+    for name in &systems_wanted {
         let sys =
             start_system(name, &args, &mesh_bin).with_context(|| format!("starting {name}"))?;
         if name == "nats" {

@@ -129,6 +129,13 @@ pub enum Shape {
         /// Links between the producer's node and the consumer's.
         hops: u32,
     },
+    /// A ring of `nodes` nodes in two domains (the first half in domain 1, the rest in domain
+    /// 2), producer at node 1, consumer at the node opposite it: traffic crosses the domain
+    /// border, and each side of the ring is a path.
+    Ring {
+        /// Nodes in the ring (at least 4).
+        nodes: u32,
+    },
 }
 
 impl Shape {
@@ -137,86 +144,223 @@ impl Shape {
         match self {
             Shape::Pair => 2,
             Shape::Line { hops } => hops.max(1) + 1,
+            Shape::Ring { nodes } => nodes.max(4),
         }
+    }
+
+    /// The node the consumer attaches to (ids are 1..=nodes; the producer is at node 1).
+    pub fn consumer_node(self) -> u32 {
+        match self {
+            Shape::Pair | Shape::Line { .. } => self.nodes(),
+            Shape::Ring { .. } => self.nodes() / 2 + 1,
+        }
+    }
+
+    /// The domain of node `id`.
+    pub fn domain_of(self, id: u32) -> u32 {
+        match self {
+            Shape::Pair | Shape::Line { .. } => 1,
+            Shape::Ring { .. } => {
+                if id <= self.nodes() / 2 {
+                    1
+                } else {
+                    2
+                }
+            }
+        }
+    }
+
+    /// Links from the producer's node to the consumer's on the shortest path.
+    pub fn hops(self) -> u32 {
+        match self {
+            Shape::Pair => 1,
+            Shape::Line { hops } => hops.max(1),
+            Shape::Ring { .. } => self.nodes() / 2,
+        }
+    }
+
+    /// The peers node `id` dials (the one before it; the last node of a ring also closes it).
+    fn dials(self, id: u32) -> Vec<u32> {
+        let mut d = Vec::new();
+        if id > 1 {
+            d.push(id - 1);
+        }
+        if matches!(self, Shape::Ring { .. }) && id == self.nodes() {
+            d.push(1);
+        }
+        d
     }
 }
 
-/// `mesh` nodes 1..=n in a line on loopback (node i dials node i - 1), routes converged.
+/// How the nodes of a [`MeshCluster`] run. The default is the forwarding path alone (raw
+/// delivery, nothing stored, plaintext), as compared with NATS core.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshOptions {
+    /// Exactly-once delivery with the WAL at this `--durability` (`none`, `batch`, `always`);
+    /// `None`: `--delivery raw --storage memory`.
+    pub durability: Option<String>,
+    /// TLS 1.3 between the nodes (certificates made with `mesh certs`).
+    pub tls: bool,
+    /// Serve the gRPC API on a free loopback port per node ([`MeshCluster::grpc`]).
+    pub grpc: bool,
+    /// More flags for every node, as given.
+    pub extra_args: Vec<String>,
+}
+
+impl MeshOptions {
+    /// A short label of the options for system names: `""`, `+batch`, `+tls`…
+    pub fn label(&self) -> String {
+        let mut s = String::new();
+        if let Some(d) = &self.durability {
+            s.push('+');
+            s.push_str(d);
+        }
+        if self.tls {
+            s.push_str("+tls");
+        }
+        s
+    }
+}
+
+/// `mesh` nodes 1..=n of a [`Shape`] on loopback (node i dials node i - 1; a ring's last
+/// node also dials node 1), routes converged.
 #[derive(Debug)]
 pub struct MeshCluster {
     /// Client (and peer) addresses of the nodes, node 1 first.
     pub listen: Vec<SocketAddr>,
     /// Prometheus addresses, same order.
     pub metrics: Vec<SocketAddr>,
+    /// gRPC addresses, same order (empty unless [`MeshOptions::grpc`]).
+    pub grpc: Vec<SocketAddr>,
+    shape: Shape,
     procs: Vec<Proc>,
-    /// The nodes' stderr logs (removed with the cluster).
-    logs: tempfile::TempDir,
+    /// The nodes' stderr logs, data directories and certificates (removed with the cluster).
+    dir: tempfile::TempDir,
 }
 
 impl MeshCluster {
-    /// Starts the nodes of `shape` from the binary at `bin` and waits until the end nodes have
-    /// a route to every other node.
+    /// Starts the nodes of `shape` (forwarding only: [`MeshOptions::default`]).
     pub fn start(bin: &Path, shape: Shape) -> Result<MeshCluster> {
+        MeshCluster::start_with(bin, shape, &MeshOptions::default())
+    }
+
+    /// Starts the nodes of `shape` from the binary at `bin` with `opts` and waits until the
+    /// producer's and the consumer's nodes have their routes.
+    pub fn start_with(bin: &Path, shape: Shape, opts: &MeshOptions) -> Result<MeshCluster> {
         if !bin.is_file() {
             bail!(
                 "no mesh binary at {} (build it: cargo build --release -p mesh-node --bin mesh, or pass --mesh-bin)",
                 bin.display()
             );
         }
-        let logs = tempfile::Builder::new().prefix("mesh-bench-").tempdir()?;
+        let dir = tempfile::Builder::new().prefix("mesh-bench-").tempdir()?;
         let n = shape.nodes();
+        if opts.tls {
+            let ids: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+            let out = Command::new(bin)
+                .args(["certs", "--nodes", &ids.join(","), "--out"])
+                .arg(dir.path().join("certs"))
+                .output()
+                .context("running mesh certs")?;
+            if !out.status.success() {
+                bail!("mesh certs: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
         let mut c = MeshCluster {
             listen: Vec::new(),
             metrics: Vec::new(),
+            grpc: Vec::new(),
+            shape,
             procs: Vec::new(),
-            logs,
+            dir,
         };
+        for _ in 1..=n {
+            c.listen.push(free_addr()?);
+            c.metrics.push(free_addr()?);
+            if opts.grpc {
+                c.grpc.push(free_addr()?);
+            }
+        }
         for id in 1..=n {
-            let listen = free_addr()?;
-            let metrics = free_addr()?;
-            let log = std::fs::File::create(c.logs.path().join(format!("node-{id}.log")))?;
+            let i = (id - 1) as usize;
+            let log = std::fs::File::create(c.dir.path().join(format!("node-{id}.log")))?;
             let mut cmd = Command::new(bin);
             cmd.arg("--node-id")
                 .arg(id.to_string())
                 .arg("--domain")
-                .arg("1")
+                .arg(shape.domain_of(id).to_string())
                 .arg("--listen")
-                .arg(listen.to_string())
+                .arg(c.listen[i].to_string())
                 .arg("--metrics-listen")
-                .arg(metrics.to_string())
+                .arg(c.metrics[i].to_string())
                 .arg("--keepalive-ms")
                 .arg("1000")
-                // Compared with NATS core (no persistence): forwarding and at-most-once
-                // delivery, nothing stored.
-                .arg("--storage")
-                .arg("memory")
-                .arg("--delivery")
-                .arg("raw")
                 .env("MESH_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);
-            if let Some(prev) = c.listen.last() {
-                cmd.arg("--connect").arg(prev.to_string());
+            match &opts.durability {
+                // Compared with NATS core (no persistence): forwarding and at-most-once
+                // delivery, nothing stored.
+                None => {
+                    cmd.args(["--storage", "memory", "--delivery", "raw"]);
+                }
+                Some(d) => {
+                    cmd.args(["--delivery", "exactly-once", "--durability", d])
+                        .arg("--data-dir")
+                        .arg(c.dir.path().join(format!("data-{id}")));
+                }
+            }
+            if opts.tls {
+                let certs = c.dir.path().join("certs");
+                cmd.arg("--tls")
+                    .arg("--require-tls")
+                    .arg("--cert")
+                    .arg(certs.join(format!("node-{id}.pem")))
+                    .arg("--key")
+                    .arg(certs.join(format!("node-{id}.key")))
+                    .arg("--ca")
+                    .arg(certs.join("ca.pem"))
+                    .arg("--pq-key")
+                    .arg(certs.join(format!("node-{id}.mldsa")));
+            }
+            if opts.grpc {
+                cmd.arg("--enable-grpc")
+                    .arg("--grpc-listen")
+                    .arg(c.grpc[i].to_string());
+            }
+            cmd.args(&opts.extra_args);
+            for peer in shape.dials(id) {
+                cmd.arg("--connect")
+                    .arg(c.listen[(peer - 1) as usize].to_string());
             }
             c.procs
                 .push(Proc::spawn(format!("mesh node {id}"), &mut cmd)?);
-            c.listen.push(listen);
-            c.metrics.push(metrics);
         }
-        let want = u64::from(n - 1);
-        for i in [0, c.metrics.len() - 1] {
-            let addr = c.metrics[i];
+        // Within one domain every node has a route to every other; across domains the ends
+        // see at least the route to the other domain (the run's probes wait for the rest).
+        let want = match shape {
+            Shape::Ring { .. } => 1,
+            _ => u64::from(n - 1),
+        };
+        for id in [1, shape.consumer_node()] {
+            let addr = c.metrics[(id - 1) as usize];
+            let procs = &mut c.procs;
             wait_until(
-                &format!("mesh node {} routes", i + 1),
+                &format!("mesh node {id} routes"),
                 Duration::from_secs(30),
                 || {
+                    // A node that exited ends the wait; the check below says which.
+                    if procs.iter_mut().any(|p| p.check_running().is_err()) {
+                        return Ok(true);
+                    }
                     Ok(
                         prometheus_sum(&http_get(addr, "/metrics")?, "mesh_route_entries")
-                            == Some(want),
+                            .is_some_and(|r| r >= want),
                     )
                 },
-            )?;
+            )
+            .with_context(|| format!("node logs in {}", c.dir.path().display()))?;
         }
         for p in &mut c.procs {
             p.check_running()?;
@@ -224,9 +368,19 @@ impl MeshCluster {
         Ok(c)
     }
 
-    /// Node id the consumer attaches to (the far end).
+    /// Node id the consumer attaches to.
     pub fn last_node_id(&self) -> u64 {
-        self.listen.len() as u64
+        u64::from(self.shape.consumer_node())
+    }
+
+    /// Client address of the consumer's node.
+    pub fn consumer_addr(&self) -> SocketAddr {
+        self.listen[(self.shape.consumer_node() - 1) as usize]
+    }
+
+    /// Process ids of the nodes, node 1 first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.child.id()).collect()
     }
 
     /// Sum of `mesh_dropped_total` over the nodes (all reasons), if they answer.

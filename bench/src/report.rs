@@ -35,7 +35,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// The mesh system the ratios are about (the pair when it ran).
+/// The mesh system the ratios are about (the pair through the native client when it ran).
 fn primary_mesh(r: &Results) -> Option<&str> {
     r.config
         .systems
@@ -44,6 +44,19 @@ fn primary_mesh(r: &Results) -> Option<&str> {
         .or_else(|| r.config.systems.iter().find(|s| s.starts_with("mesh")))
         .map(String::as_str)
 }
+
+/// The gRPC mesh system of the ratios (the plain gRPC pair when it ran).
+fn grpc_mesh(r: &Results) -> Option<&str> {
+    r.config
+        .systems
+        .iter()
+        .find(|s| s.as_str() == "mesh-grpc-pair")
+        .or_else(|| r.config.systems.iter().find(|s| s.starts_with("mesh-grpc")))
+        .map(String::as_str)
+}
+
+/// The systems mesh is compared with (they ran when they have results).
+const PEERS: [&str; 2] = ["nats", "zenoh"];
 
 fn tput<'a>(r: &'a Results, system: &str, len: usize) -> Option<&'a ThroughputResult> {
     r.throughput
@@ -57,11 +70,63 @@ fn lat<'a>(r: &'a Results, system: &str, len: usize) -> Option<&'a LatencyResult
         .find(|t| t.system == system && t.payload_len == len)
 }
 
+/// The peer with the most msgs/s at `len`: (name, msgs/s).
+fn best_peer_tput(r: &Results, len: usize) -> Option<(&'static str, f64)> {
+    PEERS
+        .iter()
+        .filter_map(|p| tput(r, p, len).map(|t| (*p, t.msgs_per_s)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The peer with the lowest p99 at `len`: (name, p99 µs).
+fn best_peer_p99(r: &Results, len: usize) -> Option<(&'static str, f64)> {
+    PEERS
+        .iter()
+        .filter_map(|p| lat(r, p, len).map(|l| (*p, l.latency.p99_us)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// What each hop past the first adds at p50, µs: for every `mesh-line<K><opts>` that ran with
+/// a `mesh-pair<opts>` (same options), `(line p50 - pair p50) / (K - 1)`, as
+/// `(line system, µs)`.
+#[allow(clippy::cast_precision_loss)] // a hop count as f64
+pub fn per_hop_p50(r: &Results, len: usize) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for s in &r.config.systems {
+        let Some(rest) = s.strip_prefix("mesh-line") else {
+            continue;
+        };
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        let (k, opts) = rest.split_at(digits);
+        let Ok(k) = k.parse::<u32>() else { continue };
+        if k < 2 {
+            continue;
+        }
+        let pair = format!("mesh-pair{opts}");
+        if let (Some(l), Some(p)) = (lat(r, s, len), lat(r, &pair, len)) {
+            out.push((
+                s.clone(),
+                (l.latency.p50_us - p.latency.p50_us) / f64::from(k - 1),
+            ));
+        }
+    }
+    out
+}
+
+fn lost_label(lost: u64) -> String {
+    if lost > 0 {
+        format!(", lost {lost}")
+    } else {
+        String::new()
+    }
+}
+
 /// The whole summary as Markdown tables.
-#[allow(clippy::cast_precision_loss)] // a rate as f64 for display
+#[allow(clippy::cast_precision_loss, clippy::too_many_lines)] // a rate as f64 for display
 pub fn summary(r: &Results) -> String {
     let mut out = String::new();
     let mesh = primary_mesh(r).unwrap_or("mesh-pair");
+    let grpc = grpc_mesh(r);
     let _ = writeln!(
         out,
         "{} — {} × {} ({}), load at start {}\n",
@@ -69,7 +134,8 @@ pub fn summary(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "Throughput at saturation, msgs/s (MB/s); lost = sent − received\n"
+        "Throughput at saturation, msgs/s (MB/s); lost = sent − received. \
+         peer = the better of nats and zenoh\n"
     );
     let mut head = String::from("| payload |");
     let mut rule = String::from("|---|");
@@ -77,28 +143,42 @@ pub fn summary(r: &Results) -> String {
         let _ = write!(head, " {s} |");
         rule.push_str("---|");
     }
-    let _ = writeln!(out, "{head} {mesh}/nats | {mesh}/tcp |");
-    let _ = writeln!(out, "{rule}---|---|");
+    let grpc_col = grpc.map_or(String::new(), |g| format!(" {g}/peer |"));
+    let _ = writeln!(out, "{head} {mesh}/peer |{grpc_col} {mesh}/tcp |");
+    let _ = writeln!(
+        out,
+        "{rule}---|{}---|",
+        if grpc.is_some() { "---|" } else { "" }
+    );
     for &len in &r.config.payloads {
         let mut row = format!("| {} |", size_label(len));
         for s in &r.config.systems {
             match tput(r, s, len) {
                 Some(t) => {
-                    let lost = if t.lost > 0 {
-                        format!(", lost {}", t.lost)
-                    } else {
-                        String::new()
-                    };
-                    let _ = write!(row, " {} ({:.0}{lost}) |", si(t.msgs_per_s), t.mb_per_s);
+                    let _ = write!(
+                        row,
+                        " {} ({:.0}{}) |",
+                        si(t.msgs_per_s),
+                        t.mb_per_s,
+                        lost_label(t.lost)
+                    );
                 }
                 None => row.push_str(" - |"),
             }
         }
+        let peer = best_peer_tput(r, len).map(|p| p.1);
         let m = tput(r, mesh, len).map(|t| t.msgs_per_s);
+        let _ = write!(row, " {} |", ratio(m, peer));
+        if let Some(g) = grpc {
+            let _ = write!(
+                row,
+                " {} |",
+                ratio(tput(r, g, len).map(|t| t.msgs_per_s), peer)
+            );
+        }
         let _ = writeln!(
             row,
-            " {} | {} |",
-            ratio(m, tput(r, "nats", len).map(|t| t.msgs_per_s)),
+            " {} |",
             ratio(m, tput(r, "tcp", len).map(|t| t.msgs_per_s))
         );
         out.push_str(&row);
@@ -107,7 +187,7 @@ pub fn summary(r: &Results) -> String {
         out,
         "\nLatency at a fixed rate, µs: p50 / p99 / p99.9 / max\n"
     );
-    let _ = writeln!(out, "{head} {mesh}/nats p50, p99 |");
+    let _ = writeln!(out, "{head} {mesh}/peer p50, p99 |");
     let _ = writeln!(out, "{rule}---|");
     for &len in &r.config.payloads {
         let rate = r
@@ -120,30 +200,65 @@ pub fn summary(r: &Results) -> String {
             match lat(r, s, len) {
                 Some(l) => {
                     let x = &l.latency;
-                    let lost = if l.lost > 0 {
-                        format!(", lost {}", l.lost)
-                    } else {
-                        String::new()
-                    };
                     let _ = write!(
                         row,
-                        " {:.0} / {:.0} / {:.0} / {:.0}{lost} |",
-                        x.p50_us, x.p99_us, x.p999_us, x.max_us
+                        " {:.0} / {:.0} / {:.0} / {:.0}{} |",
+                        x.p50_us,
+                        x.p99_us,
+                        x.p999_us,
+                        x.max_us,
+                        lost_label(l.lost)
                     );
                 }
                 None => row.push_str(" - |"),
             }
         }
         let m = lat(r, mesh, len);
-        let n = lat(r, "nats", len);
+        let peer_p50 = PEERS
+            .iter()
+            .filter_map(|p| lat(r, p, len).map(|l| l.latency.p50_us))
+            .min_by(f64::total_cmp);
         let _ = writeln!(
             row,
             " {}, {} |",
-            ratio(m.map(|l| l.latency.p50_us), n.map(|l| l.latency.p50_us)),
-            ratio(m.map(|l| l.latency.p99_us), n.map(|l| l.latency.p99_us))
+            ratio(m.map(|l| l.latency.p50_us), peer_p50),
+            ratio(
+                m.map(|l| l.latency.p99_us),
+                best_peer_p99(r, len).map(|p| p.1)
+            )
         );
         out.push_str(&row);
     }
+    let hops: Vec<(usize, Vec<(String, f64)>)> = r
+        .config
+        .payloads
+        .iter()
+        .map(|&len| (len, per_hop_p50(r, len)))
+        .filter(|(_, h)| !h.is_empty())
+        .collect();
+    if !hops.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nEach hop past the first adds at p50 (line − pair) / (hops − 1), µs\n"
+        );
+        for (len, h) in &hops {
+            let list: Vec<String> = h.iter().map(|(s, us)| format!("{s} {us:.0}")).collect();
+            let _ = writeln!(out, "- {}: {}", size_label(*len), list.join(", "));
+        }
+    }
+    let mut lost = String::new();
+    for s in &r.config.systems {
+        let n: u64 = r
+            .throughput
+            .iter()
+            .filter(|t| &t.system == s)
+            .map(|t| t.lost)
+            .chain(r.latency.iter().filter(|l| &l.system == s).map(|l| l.lost))
+            .sum();
+        let _ = write!(lost, "{}{s} {n}", if lost.is_empty() { "" } else { ", " });
+    }
+    let _ = writeln!(out, "\nMessages lost, all runs: {lost}");
+    let _ = writeln!(out, "\n{}", targets(r, mesh, grpc));
     if r.mesh_lost > 0 {
         let _ = writeln!(
             out,
@@ -151,6 +266,71 @@ pub fn summary(r: &Results) -> String {
             r.mesh_lost
         );
     }
+    out
+}
+
+/// The issue's targets on this machine, each with what this run measured: `met`, `missed`
+/// or `not measured`.
+fn targets(r: &Results, mesh: &str, grpc: Option<&str>) -> String {
+    let mut out = String::from("Targets:\n");
+    let mut line = |what: &str, got: Option<f64>, unit: &str, ok: &dyn Fn(f64) -> bool| {
+        let verdict = match got {
+            Some(v) if ok(v) => format!("{v:.2}{unit}, met"),
+            Some(v) => format!("{v:.2}{unit}, missed"),
+            None => "not measured".to_owned(),
+        };
+        let _ = writeln!(out, "- {what}: {verdict}");
+    };
+    let peer = best_peer_tput(r, 256).map(|p| p.1);
+    let ratio_of = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    line(
+        &format!("{mesh} 256 B throughput / best peer >= 1.5"),
+        ratio_of(tput(r, mesh, 256).map(|t| t.msgs_per_s), peer),
+        "x",
+        &|v| v >= 1.5,
+    );
+    if let Some(g) = grpc {
+        line(
+            &format!("{g} 256 B throughput / best peer >= 1.0"),
+            ratio_of(tput(r, g, 256).map(|t| t.msgs_per_s), peer),
+            "x",
+            &|v| v >= 1.0,
+        );
+    }
+    line(
+        &format!("{mesh} 256 B p99 / best peer's p99 <= 0.5"),
+        ratio_of(
+            lat(r, mesh, 256).map(|l| l.latency.p99_us),
+            best_peer_p99(r, 256).map(|p| p.1),
+        ),
+        "x",
+        &|v| v <= 0.5,
+    );
+    line(
+        &format!("{mesh} 64 KiB MB/s / tcp >= 0.6"),
+        ratio_of(
+            tput(r, mesh, 64 << 10).map(|t| t.mb_per_s),
+            tput(r, "tcp", 64 << 10).map(|t| t.mb_per_s),
+        ),
+        "x",
+        &|v| v >= 0.6,
+    );
+    let hop = per_hop_p50(r, 256)
+        .into_iter()
+        .find(|(s, _)| {
+            s.strip_prefix("mesh-line")
+                .is_some_and(|k| k.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(|h| h.1);
+    line(
+        "each extra hop at p50, 256 B, < 25 µs",
+        hop,
+        " µs",
+        &|v| v < 25.0,
+    );
     out
 }
 
@@ -168,6 +348,74 @@ mod tests {
         assert_eq!(size_label(1000), "1000 B");
     }
 
+    fn lat_at(system: &str, len: usize, p50: f64, p99: f64) -> LatencyResult {
+        let mut l = sample().latency[0].clone();
+        l.system = system.into();
+        l.payload_len = len;
+        l.lost = 0;
+        l.latency.p50_us = p50;
+        l.latency.p99_us = p99;
+        l
+    }
+
+    #[test]
+    fn per_hop_cost_compares_a_line_with_the_pair_of_the_same_options() {
+        let mut r = sample();
+        r.config.systems = ["mesh-pair", "mesh-line3", "mesh-line3+tls", "mesh-line1"]
+            .map(String::from)
+            .to_vec();
+        r.latency = vec![
+            lat_at("mesh-pair", 256, 100.0, 300.0),
+            lat_at("mesh-line3", 256, 140.0, 500.0),
+            lat_at("mesh-line3+tls", 256, 190.0, 500.0),
+            lat_at("mesh-line1", 256, 100.0, 300.0),
+        ];
+        // mesh-line3+tls has no mesh-pair+tls and a line of one hop has no extra hop.
+        assert_eq!(per_hop_p50(&r, 256), vec![("mesh-line3".to_owned(), 20.0)]);
+        assert!(per_hop_p50(&r, 64).is_empty());
+    }
+
+    #[test]
+    fn targets_take_the_better_peer_and_say_met_or_missed() {
+        let mut r = sample();
+        r.config.systems = ["mesh-pair", "mesh-grpc-pair", "nats", "zenoh", "tcp"]
+            .map(String::from)
+            .to_vec();
+        let mut at = |system: &str, len: usize, msgs: f64, mb: f64| {
+            let mut t = r.throughput[0].clone();
+            t.system = system.into();
+            t.payload_len = len;
+            t.msgs_per_s = msgs;
+            t.mb_per_s = mb;
+            t
+        };
+        r.throughput = vec![
+            at("mesh-pair", 256, 900.0, 0.0),
+            at("mesh-grpc-pair", 256, 500.0, 0.0),
+            at("nats", 256, 400.0, 0.0),
+            at("zenoh", 256, 600.0, 0.0),
+            at("mesh-pair", 65_536, 0.0, 700.0),
+            at("tcp", 65_536, 0.0, 1000.0),
+        ];
+        r.latency = vec![
+            lat_at("mesh-pair", 256, 50.0, 200.0),
+            lat_at("nats", 256, 80.0, 900.0),
+            lat_at("zenoh", 256, 60.0, 500.0),
+        ];
+        let t = targets(&r, "mesh-pair", Some("mesh-grpc-pair"));
+        assert!(
+            t.contains("256 B throughput / best peer >= 1.5: 1.50x, met"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mesh-grpc-pair 256 B throughput / best peer >= 1.0: 0.83x, missed"),
+            "{t}"
+        );
+        assert!(t.contains("p99 <= 0.5: 0.40x, met"), "{t}");
+        assert!(t.contains("tcp >= 0.6: 0.70x, met"), "{t}");
+        assert!(t.contains("< 25 µs: not measured"), "{t}");
+    }
+
     #[test]
     fn summary_has_a_row_per_payload_and_the_ratios() {
         let mut r = sample();
@@ -183,6 +431,10 @@ mod tests {
         assert!(s.contains("| 4 KiB |"), "{s}");
         assert!(s.contains("42 / 120 / 900 / 2000, lost 10"), "{s}");
         assert!(!s.contains("WARNING"));
+        assert!(
+            s.contains("Messages lost, all runs: mesh-pair 0, nats 10, tcp 0"),
+            "{s}"
+        );
         r.mesh_lost = 3;
         assert!(summary(&r).contains("mesh lost 3"));
     }

@@ -1,10 +1,10 @@
 //! The systems under test, behind one seam: a [`System`] opens a [`Producer`] and a
 //! [`Consumer`] for a run, and the load loops in [`crate::run`] drive any of them the same way.
 //!
-//! Today: mesh through the native client ([`MeshSystem`], pair or line), a two-server NATS
-//! cluster through `async-nats` ([`NatsSystem`]), and one plain loopback TCP stream with
-//! length-prefixed messages ([`TcpSystem`], the ceiling). A gRPC load path (MeshData
-//! Send/SendStream/Subscribe, once the node serves it) is one more `System` beside these.
+//! mesh through the native client or gRPC ([`MeshSystem`]: pair, line or ring with domains;
+//! forwarding only or exactly-once with a durability; TLS or not), a two-server NATS cluster
+//! through `async-nats` ([`NatsSystem`]), and one plain loopback TCP stream with
+//! length-prefixed messages ([`TcpSystem`], the ceiling).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use futures_lite::StreamExt;
 use mesh_client::{Client, ClientOptions};
 
-use crate::procs::{MeshCluster, NatsCluster, Shape};
+use crate::procs::{MeshCluster, MeshOptions, NatsCluster, Shape};
 
 /// The sending end of a run. Messages all have the same length within a run. Lives on the
 /// producer thread (the mesh client is not `Send`): made there by a [`ProducerOpener`].
@@ -59,36 +59,90 @@ pub trait System {
 
 // --- mesh ------------------------------------------------------------------------------------
 
-/// mesh nodes in a [`Shape`], driven through the native client: producer at node 1, consumer
-/// (subscribed) at the last node.
+/// How the producer and the consumer reach their nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The native wire client (`mesh-client`).
+    Native,
+    /// The gRPC API: `SendStream` and `Subscribe` ([`crate::grpc`]).
+    Grpc,
+}
+
+/// mesh nodes in a [`Shape`]: producer at node 1, consumer (subscribed) at the shape's
+/// consumer node, through the native client or gRPC.
 #[derive(Debug)]
 pub struct MeshSystem {
     shape: Shape,
+    via: Via,
+    opts: MeshOptions,
     cluster: MeshCluster,
+    /// The gRPC clients' runtime (gRPC only).
+    rt: Option<tokio::runtime::Runtime>,
 }
 
 impl MeshSystem {
-    /// Starts the nodes.
+    /// Starts the nodes: forwarding only, native client.
     pub fn start(bin: &Path, shape: Shape) -> Result<MeshSystem> {
+        MeshSystem::start_with(bin, shape, Via::Native, MeshOptions::default())
+    }
+
+    /// Starts the nodes with `opts`, loaded through `via`.
+    pub fn start_with(
+        bin: &Path,
+        shape: Shape,
+        via: Via,
+        mut opts: MeshOptions,
+    ) -> Result<MeshSystem> {
+        opts.grpc |= via == Via::Grpc;
+        let cluster = MeshCluster::start_with(bin, shape, &opts)?;
+        let rt = match via {
+            Via::Grpc => Some(crate::grpc::runtime()?),
+            Via::Native => None,
+        };
         Ok(MeshSystem {
             shape,
-            cluster: MeshCluster::start(bin, shape)?,
+            via,
+            opts,
+            cluster,
+            rt,
         })
+    }
+
+    /// The nodes.
+    pub fn cluster(&self) -> &MeshCluster {
+        &self.cluster
     }
 }
 
 impl System for MeshSystem {
     fn name(&self) -> String {
-        match self.shape {
-            Shape::Pair => "mesh-pair".into(),
-            Shape::Line { hops } => format!("mesh-line{hops}"),
-        }
+        let via = match self.via {
+            Via::Native => "",
+            Via::Grpc => "-grpc",
+        };
+        let shape = match self.shape {
+            Shape::Pair => "pair".to_owned(),
+            Shape::Line { hops } => format!("line{hops}"),
+            Shape::Ring { nodes } => format!("ring{nodes}"),
+        };
+        format!("mesh{via}-{shape}{}", self.opts.label())
     }
 
     fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
-        let last = *self.cluster.listen.last().context("no nodes")?;
+        let node = self.cluster.last_node_id();
+        if let Some(rt) = &self.rt {
+            let addr = *self
+                .cluster
+                .grpc
+                .get(usize::try_from(node)? - 1)
+                .context("no gRPC address")?;
+            return Ok(Box::new(crate::grpc::GrpcConsumer::open(
+                rt.handle().clone(),
+                addr,
+            )?));
+        }
         let client = Client::connect(
-            last,
+            self.cluster.consumer_addr(),
             ClientOptions {
                 subscribe: true,
                 ..ClientOptions::default()
@@ -99,8 +153,14 @@ impl System for MeshSystem {
     }
 
     fn producer(&mut self) -> Result<ProducerOpener> {
-        let first = self.cluster.listen[0];
         let dst = self.cluster.last_node_id();
+        if let Some(rt) = &self.rt {
+            let (rt, addr) = (rt.handle().clone(), self.cluster.grpc[0]);
+            return Ok(Box::new(move || {
+                Ok(Box::new(crate::grpc::GrpcProducer::open(rt, addr, dst)?) as Box<dyn Producer>)
+            }));
+        }
+        let first = self.cluster.listen[0];
         Ok(Box::new(move || {
             let client = Client::connect(first, ClientOptions::default())
                 .context("mesh producer attaches")?;
@@ -115,6 +175,36 @@ impl System for MeshSystem {
     fn dropped(&self) -> Option<u64> {
         self.cluster.dropped_total()
     }
+}
+
+/// A mesh system named on the command line: `mesh-<shape>[+<modifier>…]` with shape `pair`,
+/// `line` (`hops` links) or `ring` (`ring_nodes` nodes in two domains) and modifiers `grpc`
+/// (load through the gRPC API), `none` / `batch` / `always` (exactly-once delivery at that
+/// durability; without one, forwarding only) and `tls`. `mesh-grpc-pair` is `mesh-pair+grpc`.
+pub fn parse_mesh(name: &str, hops: u32, ring_nodes: u32) -> Result<(Shape, Via, MeshOptions)> {
+    let (name, mut via) = match name.strip_prefix("mesh-grpc-") {
+        Some(rest) => (format!("mesh-{rest}"), Via::Grpc),
+        None => (name.to_owned(), Via::Native),
+    };
+    let mut parts = name.split('+');
+    let shape = match parts.next().unwrap_or_default() {
+        "mesh-pair" => Shape::Pair,
+        "mesh-line" => Shape::Line { hops },
+        "mesh-ring" => Shape::Ring { nodes: ring_nodes },
+        other => anyhow::bail!("unknown mesh shape {other:?} (mesh-pair, mesh-line, mesh-ring)"),
+    };
+    let mut opts = MeshOptions::default();
+    for m in parts {
+        match m {
+            "grpc" => via = Via::Grpc,
+            "tls" => opts.tls = true,
+            "none" | "batch" | "always" => opts.durability = Some(m.to_owned()),
+            other => anyhow::bail!(
+                "unknown modifier {other:?} of {name:?} (grpc, tls, none, batch, always)"
+            ),
+        }
+    }
+    Ok((shape, via, opts))
 }
 
 struct MeshProducer {
@@ -501,6 +591,24 @@ impl Consumer for TcpConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_system_names_parse_into_shape_path_and_options() {
+        let (shape, via, opts) = parse_mesh("mesh-pair", 2, 6).unwrap();
+        assert_eq!(
+            (shape, via, opts),
+            (Shape::Pair, Via::Native, MeshOptions::default())
+        );
+        let (shape, via, opts) = parse_mesh("mesh-grpc-line+batch+tls", 3, 6).unwrap();
+        assert_eq!((shape, via), (Shape::Line { hops: 3 }, Via::Grpc));
+        assert_eq!(opts.durability.as_deref(), Some("batch"));
+        assert!(opts.tls);
+        assert_eq!(opts.label(), "+batch+tls");
+        let (shape, via, _) = parse_mesh("mesh-ring+grpc", 2, 6).unwrap();
+        assert_eq!((shape, via), (Shape::Ring { nodes: 6 }, Via::Grpc));
+        assert!(parse_mesh("mesh-star", 2, 6).is_err());
+        assert!(parse_mesh("mesh-pair+fast", 2, 6).is_err());
+    }
 
     #[test]
     fn tcp_messages_arrive_whole_across_reads_and_buffer_growth() {

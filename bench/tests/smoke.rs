@@ -11,7 +11,7 @@ use mesh_bench::payload::Clock;
 use mesh_bench::procs::{Shape, find_nats_server};
 use mesh_bench::results::Results;
 use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
-use mesh_bench::systems::{MeshSystem, NatsSystem, System};
+use mesh_bench::systems::{MeshSystem, NatsSystem, System, parse_mesh};
 
 /// The `mesh` binary: `$MESH_BIN`, else `target/debug/mesh` of this workspace (which
 /// `cargo test --workspace` builds for mesh-node's tests), built here if it is missing.
@@ -75,6 +75,33 @@ fn mesh_pair_delivers_every_message_and_measures_latency() {
     assert_eq!(l.lost, 0, "{l:?}");
     assert!(l.sent > 400 && l.received == l.latency.count, "{l:?}");
     assert!(l.latency.p50_us > 0.0);
+    assert_eq!(sys.dropped(), Some(0), "the nodes dropped nothing");
+}
+
+#[test]
+fn mesh_grpc_pair_delivers_every_message_through_send_stream_and_subscribe() {
+    let (shape, via, opts) = parse_mesh("mesh-grpc-pair", 2, 6).unwrap();
+    let mut sys = MeshSystem::start_with(&mesh_bin(), shape, via, opts).expect("mesh pair starts");
+    assert_eq!(sys.name(), "mesh-grpc-pair");
+    let clock = Clock::new();
+    for (run, len) in [(1, 256), (2, 70_000)] {
+        let r = throughput(&mut sys, &count_spec(len, 2_000), run, clock).unwrap();
+        assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0), "{r:?}");
+    }
+    let l = latency(&mut sys, &latency_spec(256), 3, clock).unwrap();
+    assert_eq!(l.lost, 0, "{l:?}");
+    assert!(l.sent > 400 && l.received == l.latency.count, "{l:?}");
+}
+
+#[test]
+fn exactly_once_ring_of_two_domains_over_tls_delivers_every_message() {
+    let (shape, via, opts) = parse_mesh("mesh-ring+batch+tls", 2, 4).unwrap();
+    let mut sys = MeshSystem::start_with(&mesh_bin(), shape, via, opts).expect("mesh ring starts");
+    assert_eq!(sys.name(), "mesh-ring4+batch+tls");
+    assert_eq!(sys.cluster().pids().len(), 4);
+    let clock = Clock::new();
+    let r = throughput(&mut sys, &count_spec(256, 2_000), 1, clock).unwrap();
+    assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0), "{r:?}");
     assert_eq!(sys.dropped(), Some(0), "the nodes dropped nothing");
 }
 
