@@ -73,6 +73,8 @@ pub struct Outcome {
     pub failed: u64,
     /// Sessions of the producer and the consumer.
     pub sessions: (u32, u32),
+    /// When and why the producer's and the consumer's sessions ended.
+    pub session_ends: Vec<String>,
     /// Where the logs are (removed after a passing run unless kept).
     pub run_dir: PathBuf,
 }
@@ -423,6 +425,17 @@ fn drive(
         injected,
         failed: sent.failed,
         sessions: (sent.sessions, got.sessions),
+        session_ends: sent
+            .session_errors
+            .iter()
+            .map(|(at, e)| format!("producer at {:.1} s: {e}", at.as_secs_f64()))
+            .chain(
+                got.session_ends
+                    .iter()
+                    .zip(&got.session_errors)
+                    .map(|(at, e)| format!("consumer at {:.1} s: {e}", at.as_secs_f64())),
+            )
+            .collect(),
         run_dir: run_dir.to_owned(),
     };
     print_figures(cfg, &outcome);
@@ -506,6 +519,9 @@ fn print_figures(cfg: &RunConfig, o: &Outcome) {
     println!("  unknown payloads       {}", v.unknown.len());
     println!("  FAILED receipts        {}", o.failed);
     println!("  sessions (producer, consumer) {:?}", o.sessions);
+    for end in &o.session_ends {
+        println!("    session ended: {end}");
+    }
     println!(
         "  time to recover        {}",
         v.final_recovery().map_or_else(

@@ -77,6 +77,8 @@ pub struct ProducerRecord {
     pub delivered: u64,
     /// Sessions with the origin (one more after each restart of it).
     pub sessions: u32,
+    /// Why each session that ended ended, and when.
+    pub session_errors: Vec<(Duration, String)>,
 }
 
 /// The producer thread.
@@ -179,12 +181,15 @@ fn produce(
             tokens = (tokens + earned).min(burst);
             last = now;
         }
-        let mut ok = true;
+        let mut failure = None;
         while tokens > 0 {
             let seq = next_seq;
-            let Ok(client_seq) = client.send(dst_node, 0, &payload(seq)) else {
-                ok = false;
-                break;
+            let client_seq = match client.send(dst_node, 0, &payload(seq)) {
+                Ok(s) => s,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             };
             seqs.insert(client_seq, seq);
             lock(record).sent.push(Sent {
@@ -194,10 +199,15 @@ fn produce(
             next_seq += 1;
             tokens -= 1;
         }
-        ok = ok && client.flush().is_ok();
+        if failure.is_none() {
+            failure = client.flush().err();
+        }
         note(client.receipts(), seqs, t0, record);
-        if !ok {
+        if let Some(e) = failure {
             // The origin went away: what it persisted it retransmits after its restart.
+            lock(record)
+                .session_errors
+                .push((t0.elapsed(), e.to_string()));
             session = None;
             continue;
         }
@@ -269,6 +279,8 @@ pub struct ConsumerRecord {
     pub sessions: u32,
     /// When each session ended (by its number minus one): the node went away.
     pub session_ends: Vec<Duration>,
+    /// Why each session that ended ended.
+    pub session_errors: Vec<String>,
 }
 
 /// The consumer thread.
@@ -338,8 +350,8 @@ fn consume(node: SocketAddr, t0: Instant, stop: &AtomicBool, record: &Mutex<Cons
             r.sessions += 1;
             r.sessions
         };
-        let mut alive = true;
-        while alive && !stop.load(Ordering::Relaxed) {
+        let mut failure = None;
+        while failure.is_none() && !stop.load(Ordering::Relaxed) {
             match client.recv(Some(Duration::from_millis(100))) {
                 Ok(Some(d)) => {
                     lock(record).received.push(Received {
@@ -349,17 +361,21 @@ fn consume(node: SocketAddr, t0: Instant, stop: &AtomicBool, record: &Mutex<Cons
                         at: t0.elapsed(),
                         session,
                     });
-                    alive = client.ack(d.src_node, d.msg_id, true).is_ok();
+                    failure = client.ack(d.src_node, d.msg_id, true).err();
                 }
                 Ok(None) => {}
-                Err(_) => alive = false,
+                Err(e) => failure = Some(e),
             }
         }
-        if !alive {
-            lock(record).session_ends.push(t0.elapsed());
-        }
-        if alive {
-            let _ = client.close();
+        match failure {
+            Some(e) => {
+                let mut r = lock(record);
+                r.session_ends.push(t0.elapsed());
+                r.session_errors.push(e.to_string());
+            }
+            None => {
+                let _ = client.close();
+            }
         }
     }
 }
