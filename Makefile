@@ -41,6 +41,16 @@ bench-full: ## mesh vs NATS vs TCP, every payload up to 1 MiB, 10 s per point; c
 	target/release/mesh-bench --full --mesh-bin target/release/mesh
 	$(CARGO) bench --workspace
 
+.PHONY: soak hostile
+SOAK_SECS ?= 600
+soak: ## pair at 80% of its max rate for SOAK_SECS=600 s (exactly-once, file WAL), RSS and fds sampled: bench/results/soak.*
+	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --bin mesh-soak
+	target/release/mesh-soak --mesh-bin target/release/mesh --duration-secs $(SOAK_SECS)
+
+hostile: ## legitimate throughput with and without hostile peers (>80% kept), RSS: bench/results/hostile.json
+	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --bin mesh-hostile
+	target/release/mesh-hostile --mesh-bin target/release/mesh --rounds 5 --round-secs 5
+
 fuzz: ## run every fuzz target for 5 minutes
 	bash scripts/fuzz.sh 300
 

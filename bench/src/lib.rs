@@ -11,6 +11,7 @@
 
 pub mod grpc;
 pub mod hist;
+pub mod hostile;
 pub mod payload;
 pub mod plot;
 pub mod procs;
@@ -18,4 +19,5 @@ pub mod rate;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod soak;
 pub mod systems;
