@@ -39,6 +39,9 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// Most ids in one GetStatus.
 pub const MAX_STATUS_IDS: usize = 1024;
+/// Requests of one SendStream waiting for their answers at a time; the stream's next request
+/// is read once one of them is answered.
+pub const MAX_STREAM_IN_FLIGHT: usize = 8192;
 /// Initial credits of a Subscribe that asks for 0.
 pub const DEFAULT_CREDITS: u32 = 256;
 /// Messages the hub holds for subscribers that have no credits (more wait at the node).
@@ -418,8 +421,11 @@ impl MeshData for MeshDataService {
             let mut position = 0u64;
             let mut pending = tokio::task::JoinSet::new();
             loop {
+                // At most MAX_STREAM_IN_FLIGHT requests of a stream are waiting for their
+                // answer: past that, the stream's requests are not read (HTTP/2 flow control
+                // holds the client back) instead of piling up tasks.
                 let next = tokio::select! {
-                    r = requests.message() => r,
+                    r = requests.message(), if pending.len() < MAX_STREAM_IN_FLIGHT => r,
                     Some(done) = pending.join_next(), if !pending.is_empty() => {
                         if let Ok(resp) = done
                             && tx.send(Ok(resp)).await.is_err()
@@ -663,6 +669,12 @@ impl Hub {
                 },
                 m = incoming => if let Some(m) = m {
                     self.offered(m);
+                    // Then what else arrived, so that one dispatch hands out many.
+                    while self.pending.len() < HUB_PENDING_MAX
+                        && let Some(m) = self.incoming.as_mut().and_then(|rx| rx.try_recv().ok())
+                    {
+                        self.offered(m);
+                    }
                 } else {
                         // The subscriber session ended (node restarting?): streams end with
                         // UNAVAILABLE; what they held is redelivered by the node.
@@ -766,12 +778,14 @@ impl Hub {
     /// The node offered a message (again, if `redelivered`).
     fn offered(&mut self, m: Incoming) {
         let key = (m.src_node, m.msg_id);
+        // Only a redelivery (on this session) can be in `pending`: the scan is for those.
         if self.unacked.contains_key(&key)
             || self.acked.contains(&key)
-            || self
-                .pending
-                .iter()
-                .any(|(p, _)| (p.src_node, p.msg_id) == key)
+            || (m.redelivered
+                && self
+                    .pending
+                    .iter()
+                    .any(|(p, _)| (p.src_node, p.msg_id) == key))
         {
             // A redelivery of what a stream holds (or an ack on its way): nothing new.
             return;

@@ -37,6 +37,8 @@ use tracing::{debug, warn};
 const OUT_BUFFER_MAX: usize = 4 << 20;
 /// Commands waiting for a link.
 const COMMANDS_MAX: usize = 4096;
+/// Commands taken from the queue at once before the next write.
+const COMMANDS_PER_WRITE: usize = 256;
 /// Time allowed to connect and finish the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -170,6 +172,7 @@ impl Link {
             session,
             stream,
             out: Vec::with_capacity(64 << 10),
+            out_pos: 0,
             node: None,
             ready: Some(ready_tx),
             next_seq: 1,
@@ -274,7 +277,9 @@ struct Driver {
     session: Session,
     stream: TcpStream,
     decoder: Decoder,
+    /// Bytes to write; `out[out_pos..]` is what is left of them.
     out: Vec<u8>,
+    out_pos: usize,
     node: Option<PeerInfo>,
     ready: Option<oneshot::Sender<Result<(), GatewayError>>>,
     next_seq: u64,
@@ -313,9 +318,9 @@ impl Driver {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             let established = self.node.is_some();
-            let take_commands = established && self.out.len() < OUT_BUFFER_MAX;
+            let take_commands = established && self.unwritten() < OUT_BUFFER_MAX;
             let read = self.held.is_empty();
-            let write = !self.out.is_empty();
+            let write = self.unwritten() > 0;
             let room = async {
                 match (&self.deliveries, self.held.is_empty()) {
                     (Some(d), false) => {
@@ -344,9 +349,9 @@ impl Driver {
                     if r.is_err() {
                         return None;
                     }
-                    match self.stream.try_write(&self.out) {
+                    match self.stream.try_write(&self.out[self.out_pos..]) {
                         Ok(n) => {
-                            self.out.drain(..n);
+                            self.wrote(n);
                             self.session.note_sent(Instant::now());
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -354,7 +359,19 @@ impl Driver {
                     }
                 }
                 c = commands.recv(), if take_commands => match c {
-                    Some(c) => self.command(c),
+                    Some(c) => {
+                        self.command(c);
+                        // Then what else is queued, so that one write carries many frames.
+                        for _ in 1..COMMANDS_PER_WRITE {
+                            if self.unwritten() >= OUT_BUFFER_MAX {
+                                break;
+                            }
+                            match commands.try_recv() {
+                                Ok(c) => self.command(c),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => self.session.close(CloseReason::Normal, Instant::now()),
                 },
                 () = room => {}
@@ -398,9 +415,28 @@ impl Driver {
 
     async fn flush_now(&mut self) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
-        self.stream.write_all(&self.out).await?;
+        self.stream.write_all(&self.out[self.out_pos..]).await?;
         self.out.clear();
+        self.out_pos = 0;
         Ok(())
+    }
+
+    /// Bytes framed and not yet written.
+    fn unwritten(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// `n` more bytes of `out` are written. The buffer is compacted only when it is empty or
+    /// when the written part is over half of it, so a partial write does not move the rest.
+    fn wrote(&mut self, n: usize) {
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > self.out.len() / 2 {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
     }
 
     fn handle_input(&mut self) {
