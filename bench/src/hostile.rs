@@ -483,6 +483,8 @@ pub fn run(opts: &HostileOptions, progress: &mut dyn FnMut(&str)) -> Result<Host
         .map(|(a, id)| (*a, id))
         .collect();
     let clock = Clock::new();
+    // Exactly-once: the consumer must ack what it gets.
+    let mut sys = crate::soak::Acking { inner: &mut sys };
     let spec = ThroughputSpec {
         payload_len: PAYLOAD_LEN,
         duration: opts.round,
@@ -581,14 +583,14 @@ pub fn run(opts: &HostileOptions, progress: &mut dyn FnMut(&str)) -> Result<Host
 /// The mesh pair, with the attacks starting once a run's producer and consumer are attached:
 /// what is measured is the traffic that was there when the attack began (while the half-open
 /// cap is full of attackers, a new connection is refused, as admission intends).
-struct UnderAttack<'a> {
-    inner: &'a mut MeshSystem,
+struct UnderAttack<'a, 'b> {
+    inner: &'a mut crate::soak::Acking<'b>,
     targets: Vec<(SocketAddr, u64)>,
     attack: AttackConfig,
     slot: Arc<std::sync::Mutex<Option<Attacks>>>,
 }
 
-impl System for UnderAttack<'_> {
+impl System for UnderAttack<'_, '_> {
     fn name(&self) -> String {
         format!("{}-attacked", self.inner.name())
     }

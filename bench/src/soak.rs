@@ -26,7 +26,7 @@ use crate::hostile::{open_fds, rss_kib};
 use crate::payload::Clock;
 use crate::procs::{MeshOptions, Shape};
 use crate::run::{LatencySpec, ThroughputSpec, latency, throughput};
-use crate::systems::{MeshSystem, Via};
+use crate::systems::{Consumer, MeshSystem, ProducerOpener, System, Via};
 
 /// Growth of the median RSS allowed after the warm-up, as a fraction of the warm level.
 pub const RSS_TOLERANCE_FRACTION: f64 = 0.10;
@@ -237,6 +237,67 @@ pub fn summarise(node: u64, samples: &[Sample], warmup_s: f64, tolerance_kib: u6
     }
 }
 
+/// The mesh pair with a consumer that acks every delivery, as an application must under
+/// exactly-once delivery: the destination holds each message until it is acked (at most 64 Ki
+/// per core), so a consumer that never acks stalls the flow once that many arrived.
+pub struct Acking<'a> {
+    /// The nodes, and the producer.
+    pub inner: &'a mut MeshSystem,
+}
+
+impl System for Acking<'_> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
+        let addr = *self.inner.cluster().listen.last().context("no nodes")?;
+        let client = mesh_client::Client::connect(
+            addr,
+            mesh_client::ClientOptions {
+                subscribe: true,
+                ..mesh_client::ClientOptions::default()
+            },
+        )
+        .context("mesh subscriber attaches")?;
+        Ok(Box::new(AckingConsumer { client }))
+    }
+
+    fn producer(&mut self) -> Result<ProducerOpener> {
+        self.inner.producer()
+    }
+
+    fn dropped(&self) -> Option<u64> {
+        self.inner.dropped()
+    }
+}
+
+struct AckingConsumer {
+    client: mesh_client::Client,
+}
+
+impl Consumer for AckingConsumer {
+    fn recv_batch(&mut self, timeout: Duration, on_msg: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        let mut n = 0;
+        let mut wait = Some(timeout);
+        // The first waits up to `timeout`, then whatever that read brought in.
+        while let Some(d) = self.client.recv(wait)? {
+            self.client.ack(d.src_node, d.msg_id, true)?;
+            on_msg(&d.payload);
+            n += 1;
+            wait = Some(Duration::ZERO);
+        }
+        if n > 0 {
+            self.client.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(self.client.close()?)
+    }
+}
+
 /// Starts a mesh pair, measures its maximum, soaks it at the chosen fraction while sampling;
 /// `progress` hears about each phase and sees the samples (for a progress bar).
 #[allow(
@@ -254,6 +315,7 @@ pub fn run(
     let pids = sys.cluster().pids();
     let clock = Clock::new();
     progress(SoakProgress::Phase("measuring the maximum rate"));
+    let mut sys = Acking { inner: &mut sys };
     let max = throughput(
         &mut sys,
         &ThroughputSpec {

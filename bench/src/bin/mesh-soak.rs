@@ -93,7 +93,7 @@ fn main() -> Result<()> {
     let t0 = std::time::Instant::now();
     let mut soaking = None;
     let report = soak::run(&opts, &mut |p| match p {
-        SoakProgress::Phase(s) => bar.println(s),
+        SoakProgress::Phase(s) => bar.suspend(|| eprintln!("{s}")),
         SoakProgress::Sample(samples) => {
             let start = *soaking.get_or_insert_with(std::time::Instant::now);
             bar.set_position(start.elapsed().as_secs());
