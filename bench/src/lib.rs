@@ -21,3 +21,5 @@ pub mod results;
 pub mod run;
 pub mod soak;
 pub mod systems;
+#[cfg(feature = "zenoh")]
+pub mod zenoh;
