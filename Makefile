@@ -32,12 +32,12 @@ doc: ## API docs
 run: ## start a local mesh on the embedded defaults
 	./scripts/run.sh
 
-bench: ## mesh vs NATS vs TCP, short (~2 min): builds mesh in release, results in bench/results/
-	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --bin mesh-bench
+bench: ## mesh (native + gRPC, pair + line) vs NATS vs Zenoh vs TCP, short (~3 min; the first build of Zenoh takes longer): bench/results/
+	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --features mesh-bench/zenoh --bins
 	target/release/mesh-bench --quick --mesh-bin target/release/mesh
 
-bench-full: ## mesh vs NATS vs TCP, every payload up to 1 MiB, 10 s per point; criterion benches too
-	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --bin mesh-bench
+bench-full: ## as bench plus exactly-once (none, batch), TLS, a ring of two domains, 1 MiB; 10 s per point; criterion benches too
+	$(CARGO) build --release -p mesh-node --bin mesh -p mesh-bench --features mesh-bench/zenoh --bins
 	target/release/mesh-bench --full --mesh-bin target/release/mesh
 	$(CARGO) bench --workspace
 

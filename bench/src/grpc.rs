@@ -68,13 +68,19 @@ pub struct GrpcProducer {
     sent: u64,
     reader: Option<tokio::task::JoinHandle<Result<()>>>,
     dst: u64,
+    dst_domain: u32,
     buf: Vec<u8>,
     chunk: Vec<pb::SendRequest>,
 }
 
 impl GrpcProducer {
-    /// Opens the stream.
-    pub fn open(rt: tokio::runtime::Handle, addr: SocketAddr, dst: u64) -> Result<GrpcProducer> {
+    /// Opens the stream to node `dst` of domain `dst_domain`.
+    pub fn open(
+        rt: tokio::runtime::Handle,
+        addr: SocketAddr,
+        dst: u64,
+        dst_domain: u32,
+    ) -> Result<GrpcProducer> {
         let (tx, rx) = mpsc::channel::<Vec<pb::SendRequest>>(64);
         let window = Arc::new(Semaphore::new(STREAM_WINDOW));
         let answers = Arc::new(Answers::default());
@@ -115,6 +121,7 @@ impl GrpcProducer {
             sent: 0,
             reader: Some(reader),
             dst,
+            dst_domain,
             buf: Vec::new(),
             chunk: Vec::with_capacity(CHUNK),
         })
@@ -166,6 +173,7 @@ impl Producer for GrpcProducer {
             fill(&mut self.buf);
             self.chunk.push(pb::SendRequest {
                 dst_node: self.dst,
+                dst_domain: Some(self.dst_domain),
                 payload: Bytes::copy_from_slice(&self.buf),
                 ..pb::SendRequest::default()
             });

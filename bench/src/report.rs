@@ -381,7 +381,7 @@ mod tests {
         r.config.systems = ["mesh-pair", "mesh-grpc-pair", "nats", "zenoh", "tcp"]
             .map(String::from)
             .to_vec();
-        let mut at = |system: &str, len: usize, msgs: f64, mb: f64| {
+        let at = |system: &str, len: usize, msgs: f64, mb: f64| {
             let mut t = r.throughput[0].clone();
             t.system = system.into();
             t.payload_len = len;

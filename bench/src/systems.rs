@@ -149,15 +149,22 @@ impl System for MeshSystem {
             },
         )
         .context("mesh subscriber attaches")?;
-        Ok(Box::new(MeshConsumer { client }))
+        Ok(Box::new(MeshConsumer {
+            client,
+            ack: self.opts.durability.is_some(),
+        }))
     }
 
     fn producer(&mut self) -> Result<ProducerOpener> {
         let dst = self.cluster.last_node_id();
+        let dst_domain = self.shape.domain_of(self.shape.consumer_node());
         if let Some(rt) = &self.rt {
             let (rt, addr) = (rt.handle().clone(), self.cluster.grpc[0]);
             return Ok(Box::new(move || {
-                Ok(Box::new(crate::grpc::GrpcProducer::open(rt, addr, dst)?) as Box<dyn Producer>)
+                Ok(
+                    Box::new(crate::grpc::GrpcProducer::open(rt, addr, dst, dst_domain)?)
+                        as Box<dyn Producer>,
+                )
             }));
         }
         let first = self.cluster.listen[0];
@@ -167,6 +174,7 @@ impl System for MeshSystem {
             Ok(Box::new(MeshProducer {
                 client,
                 dst,
+                dst_domain,
                 buf: Vec::new(),
             }) as Box<dyn Producer>)
         }))
@@ -210,6 +218,7 @@ pub fn parse_mesh(name: &str, hops: u32, ring_nodes: u32) -> Result<(Shape, Via,
 struct MeshProducer {
     client: Client,
     dst: u64,
+    dst_domain: u32,
     buf: Vec<u8>,
 }
 
@@ -223,7 +232,7 @@ impl Producer for MeshProducer {
         self.buf.resize(len, 0x5A);
         for _ in 0..count {
             fill(&mut self.buf);
-            self.client.send(self.dst, 1, &self.buf)?;
+            self.client.send(self.dst, self.dst_domain, &self.buf)?;
         }
         Ok(())
     }
@@ -239,6 +248,10 @@ impl Producer for MeshProducer {
 
 struct MeshConsumer {
     client: Client,
+    /// Ack every delivery, as an application must under exactly-once delivery: the
+    /// destination holds each message until it is acked (a bounded number per core; a
+    /// consumer that never acks stalls the flow).
+    ack: bool,
 }
 
 impl Consumer for MeshConsumer {
@@ -247,10 +260,16 @@ impl Consumer for MeshConsumer {
             return Ok(0);
         };
         on_msg(&d.payload);
+        if self.ack {
+            self.client.ack(d.src_node, d.msg_id, true)?;
+        }
         let mut n = 1;
         // Then whatever that read brought in, without waiting again.
         while let Some(d) = self.client.recv(Some(Duration::ZERO))? {
             on_msg(&d.payload);
+            if self.ack {
+                self.client.ack(d.src_node, d.msg_id, true)?;
+            }
             n += 1;
         }
         Ok(n)

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use mesh_bench::payload::Clock;
-use mesh_bench::procs::{Shape, find_nats_server};
+use mesh_bench::procs::{Shape, find_nats_server, http_get, prometheus_sum};
 use mesh_bench::results::Results;
 use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
 use mesh_bench::systems::{MeshSystem, NatsSystem, System, parse_mesh};
@@ -103,6 +103,23 @@ fn exactly_once_ring_of_two_domains_over_tls_delivers_every_message() {
     let r = throughput(&mut sys, &count_spec(256, 2_000), 1, clock).unwrap();
     assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0), "{r:?}");
     assert_eq!(sys.dropped(), Some(0), "the nodes dropped nothing");
+    // The consumer acked every delivery: the destination (node 3 of 4) holds nothing.
+    let metrics = sys.cluster().metrics[2];
+    let t0 = std::time::Instant::now();
+    let held = loop {
+        let held = http_get(metrics, "/metrics")
+            .ok()
+            .and_then(|b| prometheus_sum(&b, "mesh_inbox_held"));
+        if held == Some(0) || t0.elapsed() > Duration::from_secs(20) {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        held,
+        Some(0),
+        "messages still held unacked at the destination"
+    );
 }
 
 #[test]
