@@ -412,6 +412,14 @@ impl Outbox {
         self.msgs.len()
     }
 
+    /// Whether the message is still tracked: in flight, or delivered and waiting for the
+    /// destination application's ack. `false` once its status can no longer change — a
+    /// DELIVERED message that needs no ack is finished too, though DELIVERED is not one of the
+    /// [`MessageStatus::is_final`] statuses (which an acked message may still leave).
+    pub fn is_tracked(&self, msg_id: u64) -> bool {
+        self.msgs.contains_key(&msg_id)
+    }
+
     /// The status of a message, if it is in flight or among the recently finished.
     pub fn status(&self, msg_id: u64) -> Option<StatusEntry> {
         self.msgs
@@ -897,6 +905,26 @@ mod tests {
         );
         assert_eq!(o.in_flight(), 0);
         assert_eq!(o.status(1).unwrap().status, MessageStatus::AckSuccess);
+    }
+
+    #[test]
+    fn a_delivered_message_is_tracked_only_while_it_waits_for_its_ack() {
+        let t = Instant::now();
+        let mut o = Outbox::new(OutboxConfig::default());
+        for (id, require_ack) in [(1, false), (2, true)] {
+            o.handle_accepted(id, 9, require_ack, None, t).unwrap();
+            o.handle_persisted(id, t);
+            let _ = o.poll_transmit();
+            o.handle_sent(id, t);
+            assert!(o.is_tracked(id));
+            o.handle_delivered(id, t);
+        }
+        // No ack wanted: DELIVERED is where it ends; its status is still answered.
+        assert!(!o.is_tracked(1));
+        assert_eq!(o.status(1).unwrap().status, MessageStatus::Delivered);
+        assert!(o.is_tracked(2), "waits for the application's ack");
+        o.handle_ack(2, true, t);
+        assert!(!o.is_tracked(2));
     }
 
     #[test]

@@ -982,7 +982,13 @@ impl CoreDelivery {
                         entry.reason.map(mesh_delivery::FailReason::code),
                     );
                 }
-                if entry.status.is_final() {
+                // A message delivered without an ack to wait for is finished too (DELIVERED
+                // is not a final status: a message that wants an ack moves on from it). Kept
+                // until now for its DELIVERED receipt, after the Release that came first.
+                let finished = entry.status.is_final()
+                    || (entry.status == MessageStatus::Delivered
+                        && !self.outbox.borrow().is_tracked(msg_id));
+                if finished {
                     self.forget(msg_id);
                 }
             }
