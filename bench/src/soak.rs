@@ -8,7 +8,9 @@
 //! [`crate::run::latency`] at 80% of it (the open-loop [`crate::rate::Pacer`]), so the run
 //! also yields the latency over its whole length.
 //!
-//! "Flat" is judged on medians, not single samples: the median RSS of the last quarter of the
+//! "Flat" is judged on anonymous memory (RssAnon: heap, queues, buffers), not on VmRSS, which
+//! also counts the WAL's mapped segment files as they fill (bounded by the segment count, and
+//! reported), and on medians, not single samples: the median of the last quarter of the
 //! samples after the warm-up against that of the first quarter, within
 //! [`SoakOptions::rss_tolerance_kib`] (or [`RSS_TOLERANCE_FRACTION`] of the warm level, the
 //! larger); open descriptors within [`FDS_TOLERANCE`].
@@ -22,7 +24,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::hist::LatencySummary;
-use crate::hostile::{open_fds, rss_kib};
+use crate::hostile::{open_fds, rss_anon_kib, rss_kib};
 use crate::payload::Clock;
 use crate::procs::{MeshOptions, Shape};
 use crate::run::{LatencySpec, ThroughputSpec, latency, throughput};
@@ -110,6 +112,9 @@ pub struct Sample {
     pub node: u64,
     /// VmRSS (KiB).
     pub rss_kib: u64,
+    /// RssAnon (KiB): VmRSS without mapped files.
+    #[serde(default)]
+    pub rss_anon_kib: u64,
     /// Open file descriptors.
     pub fds: u64,
 }
@@ -129,24 +134,28 @@ pub struct NodeSoak {
     pub rss_last_kib: u64,
     /// Highest sample (KiB).
     pub rss_max_kib: u64,
+    /// RssAnon: median of the first quarter after the warm-up (KiB).
+    pub anon_warm_kib: u64,
+    /// RssAnon: median of the last quarter (KiB).
+    pub anon_end_kib: u64,
     /// Open descriptors at the first sample.
     pub fds_start: u64,
     /// Open descriptors after the warm-up (median of the first quarter).
     pub fds_warm: u64,
     /// Open descriptors at the end (median of the last quarter).
     pub fds_end: u64,
-    /// RSS growth allowed (KiB).
+    /// Growth of RssAnon allowed (KiB).
     pub rss_tolerance_kib: u64,
 }
 
 impl NodeSoak {
     /// Why this node fails the run, if it does.
     pub fn failure(&self) -> Option<String> {
-        let grew = self.rss_end_kib.saturating_sub(self.rss_warm_kib);
+        let grew = self.anon_end_kib.saturating_sub(self.anon_warm_kib);
         if grew > self.rss_tolerance_kib {
             return Some(format!(
-                "node {}: RSS grew {grew} KiB after the warm-up ({} -> {} KiB), the tolerance is {} KiB",
-                self.node, self.rss_warm_kib, self.rss_end_kib, self.rss_tolerance_kib
+                "node {}: anonymous memory grew {grew} KiB after the warm-up ({} -> {} KiB), the tolerance is {} KiB",
+                self.node, self.anon_warm_kib, self.anon_end_kib, self.rss_tolerance_kib
             ));
         }
         if self.fds_end > self.fds_warm + FDS_TOLERANCE {
@@ -222,7 +231,8 @@ pub fn summarise(node: u64, samples: &[Sample], warmup_s: f64, tolerance_kib: u6
     let head = &judged[..quarter.min(judged.len())];
     let tail = &judged[judged.len().saturating_sub(quarter)..];
     let rss_warm = median(head.iter().map(|s| s.rss_kib).collect());
-    let tolerance = tolerance_kib.max((rss_warm as f64 * RSS_TOLERANCE_FRACTION) as u64);
+    let anon_warm = median(head.iter().map(|s| s.rss_anon_kib).collect());
+    let tolerance = tolerance_kib.max((anon_warm as f64 * RSS_TOLERANCE_FRACTION) as u64);
     NodeSoak {
         node,
         rss_start_kib: mine.first().map_or(0, |s| s.rss_kib),
@@ -230,6 +240,8 @@ pub fn summarise(node: u64, samples: &[Sample], warmup_s: f64, tolerance_kib: u6
         rss_end_kib: median(tail.iter().map(|s| s.rss_kib).collect()),
         rss_last_kib: mine.last().map_or(0, |s| s.rss_kib),
         rss_max_kib: mine.iter().map(|s| s.rss_kib).max().unwrap_or(0),
+        anon_warm_kib: anon_warm,
+        anon_end_kib: median(tail.iter().map(|s| s.rss_anon_kib).collect()),
         fds_start: mine.first().map_or(0, |s| s.fds),
         fds_warm: median(head.iter().map(|s| s.fds).collect()),
         fds_end: median(tail.iter().map(|s| s.fds).collect()),
@@ -355,6 +367,7 @@ pub fn run(
                         t_s,
                         node,
                         rss_kib: rss_kib(*p),
+                        rss_anon_kib: rss_anon_kib(*p),
                         fds: open_fds(*p),
                     })
                     .collect();
@@ -446,10 +459,10 @@ pub fn write_svg(report: &SoakReport, path: &Path) -> Result<()> {
     let (left, right) = root.split_horizontally(600);
     let t_max = report.samples.iter().map(|s| s.t_s).fold(1.0f64, f64::max);
     let node_ids: Vec<u64> = report.nodes.iter().map(|n| n.node).collect();
-    let rss_mib: fn(&Sample) -> f64 = |s| s.rss_kib as f64 / 1024.0;
+    let rss_mib: fn(&Sample) -> f64 = |s| s.rss_anon_kib as f64 / 1024.0;
     let fds: fn(&Sample) -> f64 = |s| s.fds as f64;
     let panels = [
-        (&left, "Resident memory (VmRSS)", "MiB", rss_mib),
+        (&left, "Anonymous memory (RssAnon)", "MiB", rss_mib),
         (&right, "Open file descriptors", "fds", fds),
     ];
     for (area, title, unit, value) in panels {
@@ -519,7 +532,8 @@ mod tests {
             .map(|(r, i)| Sample {
                 t_s: f64::from(i),
                 node: 1,
-                rss_kib: *r,
+                rss_kib: *r + 1_000_000,
+                rss_anon_kib: *r,
                 fds: 20,
             })
             .collect()
@@ -532,15 +546,18 @@ mod tests {
             10_000, 50_000, 80_000, 81_000, 200_000, 80_500, 81_000, 80_800,
         ]);
         let n = summarise(1, &flat, 2.0, 16 << 10);
-        assert_eq!(n.rss_start_kib, 10_000);
-        assert_eq!(n.rss_max_kib, 200_000);
+        assert_eq!(n.rss_start_kib, 1_010_000);
+        assert_eq!(n.rss_max_kib, 1_200_000);
         assert!(n.failure().is_none(), "{n:?}");
         // Steady growth after the warm-up: fails.
         let leak = samples(&[
             80_000, 80_000, 80_000, 100_000, 120_000, 140_000, 160_000, 180_000,
         ]);
         let n = summarise(1, &leak, 2.0, 16 << 10);
-        assert!(n.failure().is_some_and(|f| f.contains("RSS grew")), "{n:?}");
+        assert!(
+            n.failure().is_some_and(|f| f.contains("memory grew")),
+            "{n:?}"
+        );
     }
 
     #[test]

@@ -46,7 +46,8 @@ struct Args {
     /// `batch`, `always` or `none` (exactly-once only).
     #[arg(long, default_value = "batch")]
     durability: String,
-    /// RSS growth allowed after the warm-up, at least (MiB; 10% of the warm level if larger).
+    /// Growth of anonymous memory (RssAnon) allowed after the warm-up, at least (MiB; 10% of
+    /// the warm level if larger).
     #[arg(long, default_value_t = 16)]
     rss_tolerance_mib: u64,
     /// Where the JSON goes (the SVG beside it, as `soak.svg`).
@@ -132,12 +133,14 @@ fn main() -> Result<()> {
     );
     for n in &report.nodes {
         println!(
-            "node {}: RSS start {} MiB, after warm-up {} MiB, end {} MiB (max {} MiB, tolerance +{} MiB); fds start {}, after warm-up {}, end {}",
+            "node {}: RSS start {} MiB, after warm-up {} MiB, end {} MiB (max {} MiB); anonymous after warm-up {} MiB, end {} MiB (tolerance +{} MiB); fds start {}, after warm-up {}, end {}",
             n.node,
             n.rss_start_kib >> 10,
             n.rss_warm_kib >> 10,
             n.rss_end_kib >> 10,
             n.rss_max_kib >> 10,
+            n.anon_warm_kib >> 10,
+            n.anon_end_kib >> 10,
             n.rss_tolerance_kib >> 10,
             n.fds_start,
             n.fds_warm,
