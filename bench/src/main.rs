@@ -47,7 +47,7 @@ struct Args {
     /// producer's).
     #[arg(long, default_value_t = 6)]
     ring_nodes: u32,
-    /// The `zenoh-router` binary (default: beside mesh-bench).
+    /// The `zenoh-router` binary (default: beside mesh-bench, else target/release/).
     #[cfg(feature = "zenoh")]
     #[arg(long)]
     zenoh_router_bin: Option<PathBuf>,
@@ -150,7 +150,7 @@ fn default_zenoh_router_bin() -> PathBuf {
         .ok()
         .and_then(|e| e.parent().map(|d| d.join("zenoh-router")))
         .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("target/release/zenoh-router"))
+        .unwrap_or_else(mesh_bench::zenoh::default_router_bin)
 }
 
 fn main() -> Result<()> {
