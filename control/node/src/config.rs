@@ -85,6 +85,10 @@ pub struct NodeArgs {
     /// Keepalive interval in milliseconds (a peer is dead after three silent intervals).
     #[arg(long)]
     pub keepalive_ms: Option<u64>,
+    /// MiB a native client may leave unread (receipts, deliveries) before the node closes its
+    /// session (default 128).
+    #[arg(long)]
+    pub client_unread_max_mib: Option<usize>,
     /// Serve the gRPC API (SPEC §4) for applications and operators.
     #[arg(long)]
     #[serde(default)]
@@ -162,6 +166,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// Keepalive interval.
     pub keepalive_ms: u64,
+    /// Bytes a native client may leave unread before its session is closed.
+    pub client_unread_max: usize,
     /// Where the gRPC API listens; `None` when it is off.
     pub grpc_listen: Option<SocketAddr>,
     /// TLS on the gRPC API, if on.
@@ -258,6 +264,7 @@ impl NodeArgs {
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_format: self.log_format.or(file.log_format),
             keepalive_ms: self.keepalive_ms.or(file.keepalive_ms),
+            client_unread_max_mib: self.client_unread_max_mib.or(file.client_unread_max_mib),
             enable_grpc: self.enable_grpc || file.enable_grpc,
             grpc_listen: self.grpc_listen.or(file.grpc_listen),
             grpc_tls_cert: self.grpc_tls_cert.or(file.grpc_tls_cert),
@@ -351,6 +358,13 @@ impl NodeConfig {
                 message: format!("{keepalive_ms} is outside 100..=600000"),
             });
         }
+        let client_unread_max_mib = args.client_unread_max_mib.unwrap_or(128);
+        if !(1..=4096).contains(&client_unread_max_mib) {
+            return Err(ConfigError::Invalid {
+                key: "client-unread-max-mib",
+                message: format!("{client_unread_max_mib} is outside 1..=4096"),
+            });
+        }
         let grpc_listen = match (args.enable_grpc, args.grpc_listen) {
             (true, addr) => Some(addr.unwrap_or_else(|| {
                 DEFAULT_GRPC_LISTEN
@@ -420,6 +434,7 @@ impl NodeConfig {
             metrics_listen: args.metrics_listen,
             log_format: args.log_format.unwrap_or_default(),
             keepalive_ms,
+            client_unread_max: client_unread_max_mib << 20,
             grpc_listen,
             grpc_tls,
             storage,

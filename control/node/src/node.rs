@@ -46,6 +46,7 @@ pub fn run(cfg: &NodeConfig) -> anyhow::Result<()> {
     };
     ecfg.require_tls = cfg.require_tls;
     ecfg.keepalive_interval = Duration::from_millis(cfg.keepalive_ms);
+    ecfg.client_unread_max = cfg.client_unread_max;
     ecfg.storage = cfg.storage.clone();
     ecfg.durability = cfg.durability;
     ecfg.delivery.mode = cfg.delivery;

@@ -734,3 +734,78 @@ impl RawPeer<TcpStream> {
         s.poll_transmit().unwrap().to_vec()
     }
 }
+
+/// A native client that sends and never reads what the node sends it (receipts): the node
+/// queues receipts past its queue bounds, so without a limit its memory would grow as long
+/// as the client sends. With `--client-unread-max-mib 1` the node closes the session once
+/// that much is unread (FLOW_CONTROL_VIOLATION, counted), well before the client's sends end,
+/// and goes on serving others.
+#[test]
+fn a_client_that_never_reads_its_receipts_is_closed_at_its_unread_bound() {
+    let mut one = Node::new(1, vec![]);
+    one.extra_args = vec!["--client-unread-max-mib".into(), "1".into()];
+    one.start();
+    let mut two = Node::new(2, vec![one.listen]);
+    two.start();
+    let t = Duration::from_secs(20);
+    one.wait_metric("mesh_route_entries", 1, t);
+    two.wait_metric("mesh_route_entries", 1, t);
+    let errors = one.metric("mesh_protocol_errors_total").unwrap();
+
+    let mut greedy = RawPeer::connect(one.listen, 4244, Role::Client);
+    greedy.handshake().expect("a client is admitted");
+    greedy
+        .io
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Client DATA frames to node 2, written in batches, never a read. Each one earns a
+    // PERSISTED and a DELIVERED receipt (about 100 bytes); the socket buffers hold a few MiB
+    // of them, the node's queue the rest, up to its bound of 1 MiB.
+    let mut batch = Vec::new();
+    for i in 1..=256u64 {
+        let mut env = Envelope::new(FrameKind::Data);
+        env.dst_node = 2;
+        env.dst_domain = 1;
+        env.msg_id = i;
+        env.ttl = 8;
+        batch.extend_from_slice(
+            &mesh_wire::encode_frame(&env, &[], Bytes::from_static(b"x"), &Limits::default())
+                .unwrap()
+                .to_vec(),
+        );
+    }
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let closed = loop {
+        if greedy.io.write_all(&batch).is_err() {
+            break true;
+        }
+        sent += 256;
+        if one.metric("mesh_protocol_errors_total").unwrap() > errors || sent >= 2_000_000 {
+            break one.metric("mesh_protocol_errors_total").unwrap() > errors;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "still open after {sent}"
+        );
+    };
+    assert!(
+        closed,
+        "the node kept a client that read nothing after {sent} messages"
+    );
+    // The connection is over: reading ends (EOF or reset), not blocks.
+    let (_, _) = wait_closed(&mut greedy.io, Instant::now() + Duration::from_secs(10));
+    assert_eq!(
+        one.metric("mesh_protocol_errors_total").unwrap(),
+        errors + 1,
+        "counted once"
+    );
+    eprintln!(
+        "closed after {sent} messages sent without reading, {:?}",
+        t0.elapsed()
+    );
+    // Node 1 serves others (node 2 still holds the greedy client's messages for a subscriber
+    // of its own, so the check runs the other way).
+    let mut sub = subscriber(&one);
+    exchange(&two, 1, &mut sub, 6, 500);
+}

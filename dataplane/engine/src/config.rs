@@ -95,6 +95,11 @@ pub struct EngineConfig {
     /// matches one peer queue's byte bound, so a core forwarding into a full queue recycles
     /// every read chunk.
     pub buffer_pool_bytes: usize,
+    /// Bytes a native client may leave unread in its queue (receipts, deliveries) before the
+    /// node closes its session with FLOW_CONTROL_VIOLATION. Receipts are queued past the
+    /// queue's bounds (they must not wait behind data), so a client that sends and never reads
+    /// would otherwise grow the node's memory without end.
+    pub client_unread_max: usize,
 }
 
 impl EngineConfig {
@@ -118,6 +123,7 @@ impl EngineConfig {
             io_memory: 512 << 10,
             mailbox_capacity: 65_536,
             buffer_pool_bytes: 64 << 20,
+            client_unread_max: 128 << 20,
             storage: StorageSpec::Memory,
             durability: DurabilityMode::Batch,
             delivery: DeliveryConfig::default(),

@@ -183,6 +183,23 @@ impl Conn {
                     return Poll::Ready(());
                 }
             }
+            if !self.session.is_closed()
+                && self.queue.bytes() > self.core.cfg.client_unread_max
+                && self.peer.as_ref().is_some_and(|p| p.role == Role::Client)
+            {
+                warn!(
+                    core = self.core.id,
+                    unread = self.queue.bytes(),
+                    "a native client leaves what the node sends it unread: session closed"
+                );
+                CoreMetrics::add(&self.core.metrics.protocol_errors, 1);
+                self.session.close(CloseReason::FlowControlViolation, now);
+                // What it left unread goes (deliveries are offered again after their
+                // redelivery timeout); the connection ends without waiting for it.
+                drop(self.queue.close());
+                self.reason.get_or_insert(CloseReason::FlowControlViolation);
+                self.eof = true;
+            }
             if self.session.is_closed() || self.eof {
                 if self.queue.is_empty() || self.eof {
                     let _ = self.transport.poll_close(cx);
