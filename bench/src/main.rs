@@ -16,7 +16,9 @@ use mesh_bench::procs::find_nats_server;
 use mesh_bench::report::{size_label, summary};
 use mesh_bench::results::{Machine, Results, RunConfig, utc_now};
 use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
-use mesh_bench::systems::{MeshSystem, NatsSystem, System, TcpSystem, parse_mesh};
+use mesh_bench::systems::{
+    AttachedSystem, MeshSystem, NatsSystem, System, TcpSystem, Via, parse_mesh,
+};
 
 /// Measures mesh end to end against a two-server NATS cluster and a loopback TCP stream.
 #[derive(Debug, Parser)]
@@ -43,6 +45,15 @@ struct Args {
     /// Hops of the mesh-line shape (hops + 1 nodes).
     #[arg(long, default_value_t = 2)]
     hops: u32,
+    /// Measure running nodes instead of starting them (system `mesh-attached`):
+    /// `PRODUCER_ADDR,CONSUMER_ADDR,DST_NODE[,DST_DOMAIN]`, the client ports the producer and
+    /// the consumer attach to and the consumer's node id (and domain, default 1). With
+    /// `--attach-grpc` the addresses are gRPC ports.
+    #[arg(long, value_delimiter = ',')]
+    attach: Vec<String>,
+    /// `--attach` addresses are gRPC ports: load through SendStream / Subscribe.
+    #[arg(long, requires = "attach")]
+    attach_grpc: bool,
     /// Nodes of the mesh-ring shape (two domains; the consumer's node is opposite the
     /// producer's).
     #[arg(long, default_value_t = 6)]
@@ -90,7 +101,34 @@ fn latency_rate(rate: u64, mb_max: f64, len: usize) -> u64 {
     rate.min(cap).max(100)
 }
 
+/// The `--attach` system: producer address, consumer address, destination node and domain.
+fn attached(args: &Args) -> Result<AttachedSystem> {
+    let [p, c, node, rest @ ..] = args.attach.as_slice() else {
+        bail!("--attach PRODUCER_ADDR,CONSUMER_ADDR,DST_NODE[,DST_DOMAIN]");
+    };
+    let domain = match rest {
+        [] => 1,
+        [d] => d.parse().context("--attach: DST_DOMAIN")?,
+        _ => bail!("--attach takes 3 or 4 values"),
+    };
+    let via = if args.attach_grpc {
+        Via::Grpc
+    } else {
+        Via::Native
+    };
+    AttachedSystem::new(
+        p.parse().context("--attach: PRODUCER_ADDR")?,
+        c.parse().context("--attach: CONSUMER_ADDR")?,
+        node.parse().context("--attach: DST_NODE")?,
+        domain,
+        via,
+    )
+}
+
 fn start_system(name: &str, args: &Args, mesh_bin: &std::path::Path) -> Result<Box<dyn System>> {
+    if name == "mesh-attached" {
+        return Ok(Box::new(attached(args)?));
+    }
     if name.starts_with("mesh-") {
         let (shape, via, opts) = parse_mesh(name, args.hops, args.ring_nodes)?;
         return Ok(Box::new(MeshSystem::start_with(
@@ -173,7 +211,9 @@ fn main() -> Result<()> {
     } else {
         args.payloads.clone()
     };
-    let systems_wanted = if args.systems.is_empty() {
+    let systems_wanted = if !args.attach.is_empty() && args.systems.is_empty() {
+        vec!["mesh-attached".to_owned()]
+    } else if args.systems.is_empty() {
         default_systems(args.quick)
     } else {
         args.systems.clone()

@@ -185,6 +185,98 @@ impl System for MeshSystem {
     }
 }
 
+/// mesh nodes the harness did not start (`--attach`): the producer attaches to one node, the
+/// consumer to another (or the same), through the native client or gRPC. The nodes' delivery
+/// mode is theirs; the consumer acks every delivery (harmless under raw delivery, needed under
+/// exactly-once).
+#[derive(Debug)]
+pub struct AttachedSystem {
+    /// Where the producer attaches (the client port, or the gRPC port with `via` gRPC).
+    pub producer_addr: SocketAddr,
+    /// Where the consumer attaches.
+    pub consumer_addr: SocketAddr,
+    /// The consumer's node.
+    pub dst_node: u64,
+    /// Its domain.
+    pub dst_domain: u32,
+    via: Via,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl AttachedSystem {
+    /// Attaches (connections are made per run).
+    pub fn new(
+        producer_addr: SocketAddr,
+        consumer_addr: SocketAddr,
+        dst_node: u64,
+        dst_domain: u32,
+        via: Via,
+    ) -> Result<AttachedSystem> {
+        let rt = match via {
+            Via::Grpc => Some(crate::grpc::runtime()?),
+            Via::Native => None,
+        };
+        Ok(AttachedSystem {
+            producer_addr,
+            consumer_addr,
+            dst_node,
+            dst_domain,
+            via,
+            rt,
+        })
+    }
+}
+
+impl System for AttachedSystem {
+    fn name(&self) -> String {
+        match self.via {
+            Via::Native => "mesh-attached".into(),
+            Via::Grpc => "mesh-grpc-attached".into(),
+        }
+    }
+
+    fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
+        if let Some(rt) = &self.rt {
+            return Ok(Box::new(crate::grpc::GrpcConsumer::open(
+                rt.handle().clone(),
+                self.consumer_addr,
+            )?));
+        }
+        let client = Client::connect(
+            self.consumer_addr,
+            ClientOptions {
+                subscribe: true,
+                ..ClientOptions::default()
+            },
+        )
+        .with_context(|| format!("subscriber attaches to {}", self.consumer_addr))?;
+        Ok(Box::new(MeshConsumer { client, ack: true }))
+    }
+
+    fn producer(&mut self) -> Result<ProducerOpener> {
+        let (addr, dst, dst_domain) = (self.producer_addr, self.dst_node, self.dst_domain);
+        if let Some(rt) = &self.rt {
+            let rt = rt.handle().clone();
+            return Ok(Box::new(move || {
+                Ok(
+                    Box::new(crate::grpc::GrpcProducer::open(rt, addr, dst, dst_domain)?)
+                        as Box<dyn Producer>,
+                )
+            }));
+        }
+        Ok(Box::new(move || {
+            let client = Client::connect(addr, ClientOptions::default())
+                .with_context(|| format!("producer attaches to {addr}"))?;
+            Ok(Box::new(MeshProducer {
+                client,
+                dst,
+                dst_domain,
+                buf: Vec::new(),
+            }) as Box<dyn Producer>)
+        }))
+    }
+}
+
 /// A mesh system named on the command line: `mesh-<shape>[+<modifier>…]` with shape `pair`,
 /// `line` (`hops` links) or `ring` (`ring_nodes` nodes in two domains) and modifiers `grpc`
 /// (load through the gRPC API), `none` / `batch` / `always` (exactly-once delivery at that

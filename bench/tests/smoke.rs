@@ -11,7 +11,7 @@ use mesh_bench::payload::Clock;
 use mesh_bench::procs::{Shape, find_nats_server, http_get, prometheus_sum};
 use mesh_bench::results::Results;
 use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
-use mesh_bench::systems::{MeshSystem, NatsSystem, System, parse_mesh};
+use mesh_bench::systems::{AttachedSystem, MeshSystem, NatsSystem, System, Via, parse_mesh};
 
 /// The `mesh` binary: `$MESH_BIN`, else `target/debug/mesh` of this workspace (which
 /// `cargo test --workspace` builds for mesh-node's tests), built here if it is missing.
@@ -120,6 +120,22 @@ fn exactly_once_ring_of_two_domains_over_tls_delivers_every_message() {
         Some(0),
         "messages still held unacked at the destination"
     );
+}
+
+#[test]
+fn attached_nodes_are_measured_as_they_run() {
+    // Nodes started by someone else (here: a pair the harness started, exactly-once so the
+    // consumer's acks matter), attached to by address.
+    let (shape, via, opts) = parse_mesh("mesh-pair+none", 2, 6).unwrap();
+    let nodes = MeshSystem::start_with(&mesh_bin(), shape, via, opts).expect("mesh pair starts");
+    let c = nodes.cluster();
+    let mut sys = AttachedSystem::new(c.listen[0], c.consumer_addr(), 2, 1, Via::Native).unwrap();
+    assert_eq!(sys.name(), "mesh-attached");
+    let clock = Clock::new();
+    for run in 1..=2 {
+        let r = throughput(&mut sys, &count_spec(256, 1_000), run, clock).unwrap();
+        assert_eq!((r.sent, r.received, r.lost), (1_000, 1_000, 0), "{r:?}");
+    }
 }
 
 #[test]
