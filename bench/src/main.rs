@@ -82,14 +82,6 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-fn default_mesh_bin() -> PathBuf {
-    let local = PathBuf::from("target/release/mesh");
-    if local.is_file() {
-        return local;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/mesh")
-}
-
 /// Latency rate for `len`-byte payloads: `rate`, lowered to keep under `mb_max` MB/s.
 #[allow(
     clippy::cast_precision_loss,
@@ -218,7 +210,10 @@ fn main() -> Result<()> {
     } else {
         args.systems.clone()
     };
-    let mesh_bin = args.mesh_bin.clone().unwrap_or_else(default_mesh_bin);
+    let mesh_bin = args
+        .mesh_bin
+        .clone()
+        .unwrap_or_else(mesh_bench::procs::default_mesh_bin);
     let out = args
         .out
         .clone()

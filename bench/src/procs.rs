@@ -43,6 +43,16 @@ fn free_addr() -> Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
+/// The release `mesh` binary: `target/release/mesh` of the current directory, else of this
+/// workspace (the default of `--mesh-bin`).
+pub fn default_mesh_bin() -> PathBuf {
+    let local = PathBuf::from("target/release/mesh");
+    if local.is_file() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/mesh")
+}
+
 /// A child process killed (and reaped) when dropped.
 #[derive(Debug)]
 pub struct Proc {

@@ -68,16 +68,99 @@ pub enum Via {
     Grpc,
 }
 
+/// Where a run's producer and consumer attach and where the messages go: the same for the
+/// nodes the harness started and for nodes it attached to.
+#[derive(Debug)]
+struct Endpoints {
+    via: Via,
+    /// The producer's node: its client port, or its gRPC port.
+    producer: SocketAddr,
+    /// The consumer's node, likewise.
+    consumer: SocketAddr,
+    dst_node: u64,
+    dst_domain: u32,
+    /// The native consumer acks every delivery (needed under exactly-once delivery; the gRPC
+    /// hub acks for its subscribers).
+    ack: bool,
+    /// The gRPC clients' runtime (gRPC only).
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Endpoints {
+    fn new(
+        via: Via,
+        (producer, consumer): (SocketAddr, SocketAddr),
+        (dst_node, dst_domain): (u64, u32),
+        ack: bool,
+    ) -> Result<Endpoints> {
+        let rt = match via {
+            Via::Grpc => Some(crate::grpc::runtime()?),
+            Via::Native => None,
+        };
+        Ok(Endpoints {
+            via,
+            producer,
+            consumer,
+            dst_node,
+            dst_domain,
+            ack,
+            rt,
+        })
+    }
+
+    fn consumer(&self) -> Result<Box<dyn Consumer>> {
+        if let Some(rt) = &self.rt {
+            return Ok(Box::new(crate::grpc::GrpcConsumer::open(
+                rt.handle().clone(),
+                self.consumer,
+            )?));
+        }
+        let client = Client::connect(
+            self.consumer,
+            ClientOptions {
+                subscribe: true,
+                ..ClientOptions::default()
+            },
+        )
+        .with_context(|| format!("mesh subscriber attaches to {}", self.consumer))?;
+        Ok(Box::new(MeshConsumer {
+            client,
+            ack: self.ack,
+        }))
+    }
+
+    fn producer(&self) -> ProducerOpener {
+        let (addr, dst, dst_domain) = (self.producer, self.dst_node, self.dst_domain);
+        if let Some(rt) = &self.rt {
+            let rt = rt.handle().clone();
+            return Box::new(move || {
+                Ok(
+                    Box::new(crate::grpc::GrpcProducer::open(rt, addr, dst, dst_domain)?)
+                        as Box<dyn Producer>,
+                )
+            });
+        }
+        Box::new(move || {
+            let client = Client::connect(addr, ClientOptions::default())
+                .with_context(|| format!("mesh producer attaches to {addr}"))?;
+            Ok(Box::new(MeshProducer {
+                client,
+                dst,
+                dst_domain,
+                buf: Vec::new(),
+            }) as Box<dyn Producer>)
+        })
+    }
+}
+
 /// mesh nodes in a [`Shape`]: producer at node 1, consumer (subscribed) at the shape's
 /// consumer node, through the native client or gRPC.
 #[derive(Debug)]
 pub struct MeshSystem {
     shape: Shape,
-    via: Via,
     opts: MeshOptions,
     cluster: MeshCluster,
-    /// The gRPC clients' runtime (gRPC only).
-    rt: Option<tokio::runtime::Runtime>,
+    ends: Endpoints,
 }
 
 impl MeshSystem {
@@ -95,16 +178,21 @@ impl MeshSystem {
     ) -> Result<MeshSystem> {
         opts.grpc |= via == Via::Grpc;
         let cluster = MeshCluster::start_with(bin, shape, &opts)?;
-        let rt = match via {
-            Via::Grpc => Some(crate::grpc::runtime()?),
-            Via::Native => None,
+        let consumer = shape.consumer_node() as usize - 1;
+        let addrs = match via {
+            Via::Native => (cluster.listen[0], cluster.listen[consumer]),
+            Via::Grpc => (cluster.grpc[0], cluster.grpc[consumer]),
         };
+        let dst = (
+            u64::from(shape.consumer_node()),
+            shape.domain_of(shape.consumer_node()),
+        );
+        let ends = Endpoints::new(via, addrs, dst, opts.durability.is_some())?;
         Ok(MeshSystem {
             shape,
-            via,
             opts,
             cluster,
-            rt,
+            ends,
         })
     }
 
@@ -116,7 +204,7 @@ impl MeshSystem {
 
 impl System for MeshSystem {
     fn name(&self) -> String {
-        let via = match self.via {
+        let via = match self.ends.via {
             Via::Native => "",
             Via::Grpc => "-grpc",
         };
@@ -129,55 +217,11 @@ impl System for MeshSystem {
     }
 
     fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
-        let node = self.cluster.last_node_id();
-        if let Some(rt) = &self.rt {
-            let addr = *self
-                .cluster
-                .grpc
-                .get(usize::try_from(node)? - 1)
-                .context("no gRPC address")?;
-            return Ok(Box::new(crate::grpc::GrpcConsumer::open(
-                rt.handle().clone(),
-                addr,
-            )?));
-        }
-        let client = Client::connect(
-            self.cluster.consumer_addr(),
-            ClientOptions {
-                subscribe: true,
-                ..ClientOptions::default()
-            },
-        )
-        .context("mesh subscriber attaches")?;
-        Ok(Box::new(MeshConsumer {
-            client,
-            ack: self.opts.durability.is_some(),
-        }))
+        self.ends.consumer()
     }
 
     fn producer(&mut self) -> Result<ProducerOpener> {
-        let dst = self.cluster.last_node_id();
-        let dst_domain = self.shape.domain_of(self.shape.consumer_node());
-        if let Some(rt) = &self.rt {
-            let (rt, addr) = (rt.handle().clone(), self.cluster.grpc[0]);
-            return Ok(Box::new(move || {
-                Ok(
-                    Box::new(crate::grpc::GrpcProducer::open(rt, addr, dst, dst_domain)?)
-                        as Box<dyn Producer>,
-                )
-            }));
-        }
-        let first = self.cluster.listen[0];
-        Ok(Box::new(move || {
-            let client = Client::connect(first, ClientOptions::default())
-                .context("mesh producer attaches")?;
-            Ok(Box::new(MeshProducer {
-                client,
-                dst,
-                dst_domain,
-                buf: Vec::new(),
-            }) as Box<dyn Producer>)
-        }))
+        Ok(self.ends.producer())
     }
 
     fn dropped(&self) -> Option<u64> {
@@ -191,20 +235,13 @@ impl System for MeshSystem {
 /// exactly-once).
 #[derive(Debug)]
 pub struct AttachedSystem {
-    /// Where the producer attaches (the client port, or the gRPC port with `via` gRPC).
-    pub producer_addr: SocketAddr,
-    /// Where the consumer attaches.
-    pub consumer_addr: SocketAddr,
-    /// The consumer's node.
-    pub dst_node: u64,
-    /// Its domain.
-    pub dst_domain: u32,
-    via: Via,
-    rt: Option<tokio::runtime::Runtime>,
+    ends: Endpoints,
 }
 
 impl AttachedSystem {
-    /// Attaches (connections are made per run).
+    /// Attaches to `producer_addr` and `consumer_addr` (client ports, or gRPC ports with
+    /// `via` gRPC), sending to node `dst_node` of domain `dst_domain`. Connections are made
+    /// per run.
     pub fn new(
         producer_addr: SocketAddr,
         consumer_addr: SocketAddr,
@@ -212,68 +249,31 @@ impl AttachedSystem {
         dst_domain: u32,
         via: Via,
     ) -> Result<AttachedSystem> {
-        let rt = match via {
-            Via::Grpc => Some(crate::grpc::runtime()?),
-            Via::Native => None,
-        };
         Ok(AttachedSystem {
-            producer_addr,
-            consumer_addr,
-            dst_node,
-            dst_domain,
-            via,
-            rt,
+            ends: Endpoints::new(
+                via,
+                (producer_addr, consumer_addr),
+                (dst_node, dst_domain),
+                true,
+            )?,
         })
     }
 }
 
 impl System for AttachedSystem {
     fn name(&self) -> String {
-        match self.via {
+        match self.ends.via {
             Via::Native => "mesh-attached".into(),
             Via::Grpc => "mesh-grpc-attached".into(),
         }
     }
 
     fn consumer(&mut self) -> Result<Box<dyn Consumer>> {
-        if let Some(rt) = &self.rt {
-            return Ok(Box::new(crate::grpc::GrpcConsumer::open(
-                rt.handle().clone(),
-                self.consumer_addr,
-            )?));
-        }
-        let client = Client::connect(
-            self.consumer_addr,
-            ClientOptions {
-                subscribe: true,
-                ..ClientOptions::default()
-            },
-        )
-        .with_context(|| format!("subscriber attaches to {}", self.consumer_addr))?;
-        Ok(Box::new(MeshConsumer { client, ack: true }))
+        self.ends.consumer()
     }
 
     fn producer(&mut self) -> Result<ProducerOpener> {
-        let (addr, dst, dst_domain) = (self.producer_addr, self.dst_node, self.dst_domain);
-        if let Some(rt) = &self.rt {
-            let rt = rt.handle().clone();
-            return Ok(Box::new(move || {
-                Ok(
-                    Box::new(crate::grpc::GrpcProducer::open(rt, addr, dst, dst_domain)?)
-                        as Box<dyn Producer>,
-                )
-            }));
-        }
-        Ok(Box::new(move || {
-            let client = Client::connect(addr, ClientOptions::default())
-                .with_context(|| format!("producer attaches to {addr}"))?;
-            Ok(Box::new(MeshProducer {
-                client,
-                dst,
-                dst_domain,
-                buf: Vec::new(),
-            }) as Box<dyn Producer>)
-        }))
+        Ok(self.ends.producer())
     }
 }
 

@@ -2,9 +2,7 @@
 //! workspace, built first if missing), a NATS cluster when `nats-server` is installed, and the
 //! `mesh-bench` binary itself end to end with tiny settings. Counts are asserted, never speed.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use mesh_bench::payload::Clock;
@@ -13,31 +11,8 @@ use mesh_bench::results::Results;
 use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
 use mesh_bench::systems::{AttachedSystem, MeshSystem, NatsSystem, System, Via, parse_mesh};
 
-/// The `mesh` binary: `$MESH_BIN`, else `target/debug/mesh` of this workspace (which
-/// `cargo test --workspace` builds for mesh-node's tests), built here if it is missing.
-fn mesh_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("MESH_BIN") {
-            return PathBuf::from(p);
-        }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let bin = target.join("debug").join("mesh");
-        if !bin.is_file() {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "mesh-node", "--bin", "mesh"])
-                .current_dir(&root)
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the mesh binary failed");
-        }
-        assert!(bin.is_file(), "no mesh binary at {}", bin.display());
-        bin
-    })
-    .clone()
-}
+mod common;
+use common::mesh_bin;
 
 fn count_spec(len: usize, msgs: u64) -> ThroughputSpec {
     ThroughputSpec {
@@ -101,8 +76,9 @@ fn exactly_once_ring_of_two_domains_over_tls_delivers_every_message() {
     assert_eq!(sys.cluster().pids().len(), 4);
     let clock = Clock::new();
     let r = throughput(&mut sys, &count_spec(256, 2_000), 1, clock).unwrap();
+    // Nothing lost, though frames may be dropped while the ring's routes converge (no route
+    // yet for the first probes): under exactly-once delivery they are sent again.
     assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0), "{r:?}");
-    assert_eq!(sys.dropped(), Some(0), "the nodes dropped nothing");
     // The consumer acked every delivery: the destination (node 3 of 4) holds nothing.
     let metrics = sys.cluster().metrics[2];
     let t0 = std::time::Instant::now();

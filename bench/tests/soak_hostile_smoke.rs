@@ -2,33 +2,13 @@
 //! binary of this workspace, built first if missing), a few seconds each. Counts and shapes are
 //! asserted, never speed: the release binaries measure (`make soak`, `make hostile`).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use mesh_bench::hostile::{self, AttackConfig, HostileOptions};
 use mesh_bench::soak::{self, NodeSettings, SoakOptions};
 
-/// The `mesh` binary: `$MESH_BIN`, else `target/debug/mesh` of this workspace, built here if
-/// it is missing.
-fn mesh_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MESH_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("debug").join("mesh");
-    if !bin.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "mesh-node", "--bin", "mesh"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the mesh binary failed");
-    }
-    bin
-}
+mod common;
+use common::mesh_bin;
 
 #[test]
 fn soak_samples_every_node_and_loses_nothing() {

@@ -38,18 +38,12 @@ struct Args {
     json: PathBuf,
 }
 
-fn default_mesh_bin() -> PathBuf {
-    let local = PathBuf::from("target/release/mesh");
-    if local.is_file() {
-        return local;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/mesh")
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let opts = HostileOptions {
-        mesh_bin: args.mesh_bin.unwrap_or_else(default_mesh_bin),
+        mesh_bin: args
+            .mesh_bin
+            .unwrap_or_else(mesh_bench::procs::default_mesh_bin),
         rounds: args.rounds.max(1),
         round: Duration::from_secs_f64(args.round_secs.max(0.5)),
         attack: AttackConfig {

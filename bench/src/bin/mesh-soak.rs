@@ -55,14 +55,6 @@ struct Args {
     json: PathBuf,
 }
 
-fn default_mesh_bin() -> PathBuf {
-    let local = PathBuf::from("target/release/mesh");
-    if local.is_file() {
-        return local;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/mesh")
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let duration = Duration::from_secs_f64(args.duration_secs.max(1.0));
@@ -72,7 +64,9 @@ fn main() -> Result<()> {
             .max(0.0),
     );
     let opts = SoakOptions {
-        mesh_bin: args.mesh_bin.unwrap_or_else(default_mesh_bin),
+        mesh_bin: args
+            .mesh_bin
+            .unwrap_or_else(mesh_bench::procs::default_mesh_bin),
         nodes: NodeSettings {
             delivery: args.delivery,
             storage: args.storage,
