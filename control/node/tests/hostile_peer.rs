@@ -157,6 +157,11 @@ fn ensure_fds(want: u64) {
 fn wait_closed(s: &mut TcpStream, limit: Instant) -> (Option<CloseReason>, Instant) {
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
+    read_until_closed(s, limit)
+}
+
+/// [`wait_closed`] over any stream (TLS too) whose reads time out by themselves.
+fn read_until_closed(s: &mut impl Read, limit: Instant) -> (Option<CloseReason>, Instant) {
     let mut dec = Decoder::new(Limits::default());
     let mut reason = None;
     let mut buf = [0u8; 16 << 10];
@@ -392,7 +397,7 @@ fn tls_handshake_and_hello_share_one_deadline() {
     // TLS would close at 3.5 s or later.
     let limit = HANDSHAKE_DEADLINE + Duration::from_secs(1);
     let ended = if tls_done {
-        let (reason, ended) = wait_closed_tls(&mut tls, slow_at + limit);
+        let (reason, ended) = read_until_closed(&mut tls, slow_at + limit);
         assert_eq!(reason, Some(CloseReason::HandshakeTimeout));
         ended
     } else {
@@ -425,32 +430,6 @@ fn tls_client(dir: &std::path::Path, id: u64, tcp: TcpStream) -> TlsClient {
     mesh_tls::rustls::StreamOwned::new(conn, tcp)
 }
 
-/// [`wait_closed`] over TLS.
-fn wait_closed_tls(s: &mut TlsClient, limit: Instant) -> (Option<CloseReason>, Instant) {
-    let mut dec = Decoder::new(Limits::default());
-    let mut reason = None;
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (reason, Instant::now()),
-            Ok(n) => {
-                dec.handle_bytes(&buf[..n]);
-                while let Ok(Some(f)) = dec.poll_frame() {
-                    if f.kind() == FrameKind::Close {
-                        reason = Some(close_reason_of(&f));
-                    }
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return (reason, Instant::now()),
-        }
-        assert!(
-            Instant::now() < limit,
-            "TLS connection still open at its limit"
-        );
-    }
-}
-
 /// Forged identities: over TLS, a HELLO claiming node 2 from a connection with node 3's
 /// certificate, and a plain-TCP HELLO claiming node 2 to a node that requires TLS; on plain
 /// TCP, a HELLO claiming the node's own id and one claiming id 0. All are refused with a typed
@@ -471,7 +450,7 @@ fn forged_node_ids_are_refused() {
     let t0 = Instant::now();
     let mut forged = RawPeer::over(tls, 2, Role::Node);
     forged.flush_session().unwrap();
-    let (reason, ended) = wait_closed_tls(&mut forged.io, t0 + HANDSHAKE_DEADLINE + SLACK);
+    let (reason, ended) = read_until_closed(&mut forged.io, t0 + HANDSHAKE_DEADLINE + SLACK);
     assert_eq!(
         reason,
         Some(CloseReason::AuthenticationFailed),
