@@ -372,8 +372,15 @@ impl MeshCluster {
             )
             .with_context(|| format!("node logs in {}", c.dir.path().display()))?;
         }
-        for p in &mut c.procs {
-            p.check_running()?;
+        for (i, p) in c.procs.iter_mut().enumerate() {
+            if let Err(e) = p.check_running() {
+                // The cluster's directory goes with it: say what the node said first.
+                let log = std::fs::read_to_string(c.dir.path().join(format!("node-{}.log", i + 1)))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(5)..];
+                return Err(e.context(format!("its log ends:\n{}", tail.join("\n"))));
+            }
         }
         Ok(c)
     }
