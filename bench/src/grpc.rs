@@ -59,6 +59,16 @@ struct Answers {
     first_refusal: std::sync::Mutex<Option<String>>,
 }
 
+/// Closes the window when the answer reader ends: `acquire_many` then fails instead of
+/// waiting for answers that will not come.
+struct CloseOnDrop(Arc<Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// The sending end: one `SendStream` at `addr` to node `dst`.
 pub struct GrpcProducer {
     rt: tokio::runtime::Handle,
@@ -94,6 +104,8 @@ impl GrpcProducer {
         })?;
         let (win, ans) = (window.clone(), answers.clone());
         let reader = rt.spawn(async move {
+            // However the answers end, a producer waiting for window stops waiting.
+            let _close = CloseOnDrop(win.clone());
             while let Some(r) = responses.message().await? {
                 win.add_permits(1);
                 let status = r.status();
@@ -136,7 +148,11 @@ impl GrpcProducer {
         let (tx, window) = (self.tx.as_ref().context("stream closed")?, &self.window);
         self.rt.block_on(async {
             // Back-pressure: wait until the node answered enough of what is in flight.
-            window.acquire_many(n).await?.forget();
+            window
+                .acquire_many(n)
+                .await
+                .map_err(|_| anyhow::anyhow!("the SendStream's answers ended"))?
+                .forget();
             tx.send(chunk)
                 .await
                 .map_err(|_| anyhow::anyhow!("the SendStream ended"))

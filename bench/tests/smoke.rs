@@ -69,6 +69,35 @@ fn mesh_grpc_pair_delivers_every_message_through_send_stream_and_subscribe() {
 }
 
 #[test]
+fn a_grpc_producer_whose_node_dies_fails_instead_of_waiting() {
+    let (shape, via, opts) = parse_mesh("mesh-grpc-pair", 2, 6).unwrap();
+    let mut sys = MeshSystem::start_with(&mesh_bin(), shape, via, opts).expect("mesh pair starts");
+    let mut producer = sys.producer().unwrap()().unwrap();
+    producer.send_batch(64, 256, &mut |_| {}).unwrap();
+    let pid = sys.cluster().pids()[0];
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The stream's answers end with the node: the window closes and sending fails (it does
+    // not wait forever for answers).
+    let t0 = std::time::Instant::now();
+    let failed = loop {
+        if producer.send_batch(4096, 256, &mut |_| {}).is_err() {
+            break true;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(
+        failed,
+        "the producer still took messages 20 s after its node died"
+    );
+}
+
+#[test]
 fn exactly_once_ring_of_two_domains_over_tls_delivers_every_message() {
     let (shape, via, opts) = parse_mesh("mesh-ring+batch+tls", 2, 4).unwrap();
     let mut sys = MeshSystem::start_with(&mesh_bin(), shape, via, opts).expect("mesh ring starts");
