@@ -34,12 +34,15 @@ const HALF_OPEN: usize = 1_000;
 
 /// Two plain-TCP nodes, 2 dialing 1, routes converged.
 fn pair() -> (Node, Node) {
-    pair_with(None)
+    pair_with(None, &[])
 }
 
-fn pair_with(certs: Option<&std::path::Path>) -> (Node, Node) {
+/// Nodes 1 and 2 linked, routes converged; node 1 with certificates from `certs` (both) and
+/// the flags `one_args`.
+fn pair_with(certs: Option<&std::path::Path>, one_args: &[&str]) -> (Node, Node) {
     let mut one = Node::new(1, vec![]);
     one.certs = certs.map(std::path::Path::to_path_buf);
+    one.extra_args = one_args.iter().map(Into::into).collect();
     one.start();
     let mut two = Node::new(2, vec![one.listen]);
     two.certs.clone_from(&one.certs);
@@ -369,7 +372,7 @@ fn a_thousand_half_open_connections_are_closed_in_time_and_memory_stays_bounded(
 fn tls_handshake_and_hello_share_one_deadline() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path(), &[1, 2, 3]);
-    let (one, _two) = pair_with(Some(dir.path()));
+    let (one, _two) = pair_with(Some(dir.path()), &[]);
     let before = one.metric("mesh_handshake_timeouts_total").unwrap();
 
     // Never a byte; half a TLS record.
@@ -438,7 +441,7 @@ fn tls_client(dir: &std::path::Path, id: u64, tcp: TcpStream) -> TlsClient {
 fn forged_node_ids_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path(), &[1, 2, 3]);
-    let (one, two) = pair_with(Some(dir.path()));
+    let (one, two) = pair_with(Some(dir.path()), &[]);
     let failures = one.metric("mesh_handshake_failures_total").unwrap();
     let established = one.metric("mesh_sessions_established_total").unwrap();
 
@@ -721,14 +724,7 @@ impl RawPeer<TcpStream> {
 /// and goes on serving others.
 #[test]
 fn a_client_that_never_reads_its_receipts_is_closed_at_its_unread_bound() {
-    let mut one = Node::new(1, vec![]);
-    one.extra_args = vec!["--client-unread-max-mib".into(), "1".into()];
-    one.start();
-    let mut two = Node::new(2, vec![one.listen]);
-    two.start();
-    let t = Duration::from_secs(20);
-    one.wait_metric("mesh_route_entries", 1, t);
-    two.wait_metric("mesh_route_entries", 1, t);
+    let (one, two) = pair_with(None, &["--client-unread-max-mib", "1"]);
     let errors = one.metric("mesh_protocol_errors_total").unwrap();
 
     let mut greedy = RawPeer::connect(one.listen, 4244, Role::Client);
