@@ -483,3 +483,60 @@ async fn status_and_topology_commands() {
     assert!(!ok);
     assert!(err.contains("--enable-grpc"), "{err}");
 }
+
+/// SendStream mixes modes: FIRE_AND_FORGET answers at PERSISTED; WAIT_FOR_ACK with nobody
+/// subscribed answers at its timeout with what was reached (stored at C, waiting for a
+/// client), not before and not never; WAIT_FOR_DELIVERY answers once C stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_stream_answers_each_mode_at_its_moment() {
+    let (_a, _b, _c, url_a, _url_c) = line();
+    let mut pa = connect(&url_a).await;
+    let reqs: Vec<pb::SendRequest> = (0..90)
+        .map(|i| {
+            let mut r = request(&format!("w{i}"));
+            match i % 3 {
+                0 => {}
+                1 => {
+                    r.require_ack = true;
+                    r.mode = pb::SendMode::WaitForAck as i32;
+                    r.timeout_ms = 700;
+                }
+                _ => r.mode = pb::SendMode::WaitForDelivery as i32,
+            }
+            r
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut out = pa
+        .send_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut by_pos = HashMap::new();
+    let all = async {
+        while let Some(r) = out.message().await.unwrap() {
+            by_pos.insert(r.position, (r, t0.elapsed()));
+        }
+    };
+    assert!(
+        tokio::time::timeout(WITHIN, all).await.is_ok(),
+        "every request answered"
+    );
+    assert_eq!(by_pos.len(), 90);
+    for (pos, (r, at)) in &by_pos {
+        match pos % 3 {
+            0 => assert_eq!(r.status, pb::MessageStatus::Persisted as i32, "{r:?}"),
+            1 => {
+                assert!(
+                    r.status == pb::MessageStatus::PendingClient as i32
+                        || r.status == pb::MessageStatus::Delivered as i32,
+                    "{r:?}"
+                );
+                assert!(*at >= Duration::from_millis(700), "answered at {at:?}");
+                assert!(*at < Duration::from_secs(10), "answered at {at:?}");
+            }
+            _ => assert_eq!(r.status, pb::MessageStatus::Delivered as i32, "{r:?}"),
+        }
+        assert_ne!(r.msg_id, 0, "{r:?}");
+    }
+}

@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use mesh_client::Receipt;
-use mesh_delivery::MessageStatus;
 use mesh_engine::{DeliveryMode, EngineHandle};
 use mesh_proto::v1 as pb;
 use mesh_proto::v1::mesh_data_server::MeshData;
@@ -29,7 +27,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
-use super::gateway::{Gateway, GatewayError, Incoming, Link, Outgoing};
+use super::gateway::{
+    Answer, Gateway, GatewayError, Incoming, Link, Outgoing, Reply, SendOrder, Wait,
+};
 use super::metrics::{GrpcMethod, GrpcMetrics};
 
 /// Largest payload a Send takes: a message is one record in the store (at most 16 MiB with the
@@ -42,6 +42,8 @@ pub const MAX_STATUS_IDS: usize = 1024;
 /// Requests of one SendStream waiting for their answers at a time; the stream's next request
 /// is read once one of them is answered.
 pub const MAX_STREAM_IN_FLIGHT: usize = 8192;
+/// Requests of one SendStream handed to the node at once (what was decoded together).
+const SEND_BATCH_MAX: usize = 1024;
 /// Initial credits of a Subscribe that asks for 0.
 pub const DEFAULT_CREDITS: u32 = 256;
 /// Messages the hub holds for subscribers that have no credits (more wait at the node).
@@ -94,49 +96,143 @@ impl MeshDataService {
         self.metrics.record(method, code, t0.elapsed());
     }
 
+    /// When a request in `mode` is answered and until when it waits.
+    fn order(&self, msg: Outgoing, mode: pb::SendMode, wait: Duration, token: u64) -> SendOrder {
+        let (wait, deadline) = if self.mode == DeliveryMode::Raw {
+            // Nothing is stored or tracked: taken is all there is to say.
+            (Wait::Taken, None)
+        } else {
+            match mode {
+                pb::SendMode::FireAndForget => (Wait::Persisted, None),
+                pb::SendMode::WaitForDelivery => {
+                    (Wait::Delivered, Some(tokio::time::Instant::now() + wait))
+                }
+                pb::SendMode::WaitForAck => (Wait::Acked, Some(tokio::time::Instant::now() + wait)),
+            }
+        };
+        SendOrder {
+            msg,
+            token,
+            wait,
+            deadline,
+        }
+    }
+
     /// One Send: validated, handed to the node, answered when its mode is satisfied.
-    async fn send_one(
-        &self,
-        req: pb::SendRequest,
-        position: u64,
-    ) -> Result<pb::SendResponse, Status> {
+    async fn send_one(&self, req: pb::SendRequest) -> Result<pb::SendResponse, Status> {
         let (msg, mode, wait) = validate(req)?;
         let link = self.gateway.link().await.map_err(unavailable)?;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        link.send(msg, tx).await.map_err(|e| match e {
-            GatewayError::Invalid(m) => Status::invalid_argument(m),
-            e @ GatewayError::Unavailable(_) => unavailable(e),
-        })?;
-        let mut reached = Reply {
-            msg_id: 0,
-            status: MessageStatus::Accepted.code(),
-            reason: None,
-            duplicate: false,
-        };
-        if self.mode == DeliveryMode::Raw {
-            // Nothing is stored or tracked: taken is all there is to say.
-            return Ok(reached.response(position));
+        let (sink, mut answers) = mpsc::unbounded_channel();
+        if link
+            .send(vec![self.order(msg, mode, wait, 0)], sink)
+            .await
+            .is_err()
+        {
+            return Err(Status::unavailable("the session with the node ended"));
         }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let next = match mode {
-                pb::SendMode::FireAndForget => rx.recv().await,
-                _ => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(r) => r,
-                    Err(_) => return Ok(reached.response(position)),
-                },
-            };
-            let Some(r) = next else {
-                if reached.msg_id == 0 {
-                    return Err(Status::unavailable(
-                        "the session with the node ended before it took the message",
-                    ));
+        let answer = answers
+            .recv()
+            .await
+            .and_then(|mut batch| batch.pop())
+            .ok_or_else(|| Status::unavailable("the session with the node ended"))?;
+        match answer.result {
+            Ok(reply) => Ok(response(reply, 0)),
+            Err(GatewayError::Invalid(m)) => Err(Status::invalid_argument(m)),
+            Err(e @ GatewayError::Unavailable(_)) => Err(unavailable(e)),
+        }
+    }
+
+    /// Runs one SendStream: requests are read while fewer than [`MAX_STREAM_IN_FLIGHT`] wait
+    /// for their answer (past that, HTTP/2 flow control holds the client back); what is
+    /// already decoded goes to the node as one batch on the stream's link; answers are
+    /// written as they come, each with its request's position.
+    async fn run_send_stream(
+        &self,
+        mut requests: Streaming<pb::SendRequest>,
+        tx: mpsc::Sender<Result<pb::SendResponse, Status>>,
+    ) {
+        let (sink, mut answers) = mpsc::unbounded_channel::<Vec<Answer>>();
+        let mut link: Option<Link> = None;
+        let mut position = 0u64;
+        let mut in_flight = 0usize;
+        let mut reading = true;
+        while reading || in_flight > 0 {
+            let mut orders = Vec::new();
+            let mut refusals = Vec::new();
+            tokio::select! {
+                biased;
+                Some(batch) = answers.recv() => {
+                    in_flight -= batch.len();
+                    for a in batch {
+                        if tx.send(Ok(answer_response(a))).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
                 }
-                return Ok(reached.response(position));
+                r = requests.message(), if reading && in_flight < MAX_STREAM_IN_FLIGHT => {
+                    let mut next = Some(r);
+                    while let Some(r) = next.take() {
+                        match r {
+                            Ok(Some(req)) => {
+                                let pos = position;
+                                position += 1;
+                                match validate(req) {
+                                    Ok((msg, mode, wait)) => {
+                                        orders.push(self.order(msg, mode, wait, pos));
+                                    }
+                                    Err(s) => refusals.push(refused(pos, &s)),
+                                }
+                            }
+                            Ok(None) => reading = false,
+                            Err(e) => {
+                                debug!(error = %e, "SendStream request stream failed");
+                                reading = false;
+                            }
+                        }
+                        // Then what is already decoded, without waiting for more.
+                        if reading
+                            && orders.len() + in_flight < MAX_STREAM_IN_FLIGHT
+                            && orders.len() < SEND_BATCH_MAX
+                        {
+                            next = ready_now(requests.message());
+                        }
+                    }
+                }
+            }
+            for r in refusals {
+                if tx.send(Ok(r)).await.is_err() {
+                    return;
+                }
+            }
+            if orders.is_empty() {
+                continue;
+            }
+            let n = orders.len();
+            let sent = match &link {
+                Some(l) if !l.is_closed() => Ok(l.clone()),
+                _ => self.gateway.link().await,
             };
-            reached.update(&r);
-            if reached.answers(mode) {
-                return Ok(reached.response(position));
+            let back = match sent {
+                Ok(l) => {
+                    link = Some(l.clone());
+                    match l.send(orders, sink.clone()).await {
+                        Ok(()) => {
+                            in_flight += n;
+                            continue;
+                        }
+                        Err(back) => (back, Status::unavailable("the session with the node ended")),
+                    }
+                }
+                Err(e) => (orders, unavailable(e)),
+            };
+            // Not taken: each is answered FAILED now, and the next batch tries a new link.
+            link = None;
+            let (back, status) = back;
+            for o in back {
+                if tx.send(Ok(refused(o.token, &status))).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -224,63 +320,29 @@ fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     a
 }
 
-/// What a Send's receipts told so far.
-#[derive(Debug, Clone, Copy)]
-struct Reply {
-    msg_id: u64,
-    status: u16,
-    reason: Option<u16>,
-    duplicate: bool,
-}
-
-impl Reply {
-    fn update(&mut self, r: &Receipt) {
-        if r.msg_id != 0 {
-            self.msg_id = r.msg_id;
-        }
-        // Statuses only move up the ladder; a late lower one changes nothing.
-        if rank(r.status) >= rank(self.status) {
-            self.status = r.status;
-            self.reason = r.reason;
-        }
-        self.duplicate |= r.duplicate;
-    }
-
-    fn answers(&self, mode: pb::SendMode) -> bool {
-        let s = self.status;
-        let fin = matches!(s, 6..=8 | 11);
-        self.duplicate
-            || fin
-            || match mode {
-                pb::SendMode::FireAndForget => s >= 2,
-                pb::SendMode::WaitForDelivery => s == 4 || s == 5,
-                pb::SendMode::WaitForAck => false,
-            }
-    }
-
-    fn response(self, position: u64) -> pb::SendResponse {
-        let failure_reason = if self.status == 11 {
-            i32::from(self.reason.unwrap_or(0))
-        } else {
-            0
-        };
-        pb::SendResponse {
-            msg_id: self.msg_id,
-            status: i32::from(self.status),
-            status_message: status_message(self.status, self.reason, self.duplicate),
-            position,
-            failure_reason,
-            duplicate: self.duplicate,
-        }
+/// The SendResponse of a request at `position` whose receipts told `reply`.
+fn response(reply: Reply, position: u64) -> pb::SendResponse {
+    let failure_reason = if reply.status == 11 {
+        i32::from(reply.reason.unwrap_or(0))
+    } else {
+        0
+    };
+    pb::SendResponse {
+        msg_id: reply.msg_id,
+        status: i32::from(reply.status),
+        status_message: status_message(reply.status, reply.reason, reply.duplicate),
+        position,
+        failure_reason,
+        duplicate: reply.duplicate,
     }
 }
 
-/// Where a status is on the ladder (PENDING_NODE sits between FORWARDED and DELIVERED).
-fn rank(status: u16) -> u16 {
-    match status {
-        9 => 3,
-        10 => 4,
-        s => s.saturating_mul(2),
+/// The SendResponse an answer makes.
+fn answer_response(a: Answer) -> pb::SendResponse {
+    match a.result {
+        Ok(reply) => response(reply, a.token),
+        Err(GatewayError::Invalid(m)) => refused(a.token, &Status::invalid_argument(m)),
+        Err(e @ GatewayError::Unavailable(_)) => refused(a.token, &unavailable(e)),
     }
 }
 
@@ -402,7 +464,7 @@ impl MeshData for MeshDataService {
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
         let t0 = Instant::now();
-        let r = self.send_one(request.into_inner(), 0).await;
+        let r = self.send_one(request.into_inner()).await;
         self.record(GrpcMethod::Send, t0, &r);
         r.map(Response::new)
     }
@@ -414,53 +476,11 @@ impl MeshData for MeshDataService {
         request: Request<Streaming<pb::SendRequest>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
         let t0 = Instant::now();
-        let mut requests = request.into_inner();
+        let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let this = self.clone();
         tokio::spawn(async move {
-            let mut position = 0u64;
-            let mut pending = tokio::task::JoinSet::new();
-            loop {
-                // At most MAX_STREAM_IN_FLIGHT requests of a stream are waiting for their
-                // answer: past that, the stream's requests are not read (HTTP/2 flow control
-                // holds the client back) instead of piling up tasks.
-                let next = tokio::select! {
-                    r = requests.message(), if pending.len() < MAX_STREAM_IN_FLIGHT => r,
-                    Some(done) = pending.join_next(), if !pending.is_empty() => {
-                        if let Ok(resp) = done
-                            && tx.send(Ok(resp)).await.is_err()
-                        {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                match next {
-                    Ok(Some(req)) => {
-                        let this = this.clone();
-                        let pos = position;
-                        position += 1;
-                        pending.spawn(async move {
-                            match this.send_one(req, pos).await {
-                                Ok(r) => r,
-                                Err(s) => refused(pos, &s),
-                            }
-                        });
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(error = %e, "SendStream request stream failed");
-                        break;
-                    }
-                }
-            }
-            while let Some(done) = pending.join_next().await {
-                if let Ok(resp) = done
-                    && tx.send(Ok(resp)).await.is_err()
-                {
-                    return;
-                }
-            }
+            this.run_send_stream(requests, tx).await;
             this.metrics
                 .record(GrpcMethod::SendStream, tonic::Code::Ok, t0.elapsed());
         });
@@ -559,6 +579,17 @@ impl MeshData for MeshDataService {
         let r = MeshDataService::get_status(self, request.into_inner()).await;
         self.record(GrpcMethod::GetStatus, t0, &r);
         r.map(Response::new)
+    }
+}
+
+/// The future's output if it is ready at its first poll (it is dropped otherwise: fine for
+/// cancel-safe futures like [`Streaming::message`]).
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -738,7 +769,7 @@ impl Hub {
                 let key = (src_node, msg_id);
                 let held = self.unacked.remove(&key).is_some();
                 if held && let Some(l) = &self.link {
-                    let _ = l.ack(src_node, msg_id, success).await;
+                    let _ = l.acks(vec![(src_node, msg_id, success)]).await;
                     self.remember_acked(key);
                 }
                 if let Some(f) = found {
@@ -796,8 +827,19 @@ impl Hub {
 
     /// Hands pending messages to streams with credits, in turn.
     async fn dispatch(&mut self) {
+        let mut acks = Vec::new();
+        self.hand_out(&mut acks).await;
+        if let Some(l) = &self.link {
+            let _ = l.acks(acks).await;
+        }
+    }
+
+    /// Hands pending messages to streams; the acks of those without require_ack (handed
+    /// over is done for them) go to `acks`.
+    async fn hand_out(&mut self, acks: &mut Vec<(u64, u64, bool)>) {
         let mut i = 0;
-        while i < self.pending.len() && !self.subs.is_empty() {
+        // Nobody with credits: nothing can be handed out (and no scan of what is pending).
+        while i < self.pending.len() && self.subs.iter().any(|s| s.credits > 0) {
             let n = self.subs.len();
             let pick = (0..n)
                 .map(|k| (self.next_sub + k) % n)
@@ -845,9 +887,8 @@ impl Hub {
             if m.require_ack {
                 let id = sub.id;
                 self.unacked.insert(key, (id, m, attempt));
-            } else if let Some(l) = &self.link {
-                // Handed over is done for a message without require_ack.
-                let _ = l.ack(key.0, key.1, true).await;
+            } else {
+                acks.push((key.0, key.1, true));
                 self.remember_acked(key);
             }
         }

@@ -11,9 +11,16 @@
 //!
 //! Each [`Link`] is one session run by one task. The node spreads sessions over its cores
 //! (SO_REUSEPORT), so [`Gateway`] keeps one link per core and picks them in turn; a link that
-//! died is replaced at the next call.
+//! died is replaced at the next call. A SendStream keeps its link for its life (its messages
+//! stay in order) and hands it what it decoded together as one batch.
+//!
+//! The link's task owns each send's state until it is answered: the receipts received so far
+//! ([`Reply`]), when its caller wants the answer ([`Wait`]) and its deadline. Answers go back
+//! in batches on one channel per caller, so a message costs no task, no oneshot and no
+//! channel of its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,17 +102,121 @@ pub struct Incoming {
     pub class: u8,
 }
 
+/// When a send is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Once the session took it: forwarding only, the node tracks nothing.
+    Taken,
+    /// PERSISTED (or any later or final status): FIRE_AND_FORGET.
+    Persisted,
+    /// Stored at the destination: WAIT_FOR_DELIVERY.
+    Delivered,
+    /// Acked by the destination's application: WAIT_FOR_ACK.
+    Acked,
+}
+
+/// One message to send and how its caller wants it answered.
+#[derive(Debug)]
+pub struct SendOrder {
+    /// The message.
+    pub msg: Outgoing,
+    /// The caller's name for it, given back in its [`Answer`] (a SendStream's position).
+    pub token: u64,
+    /// When to answer.
+    pub wait: Wait,
+    /// Answer with what was reached by then, if not answered before.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+/// The answer to one [`SendOrder`].
+#[derive(Debug)]
+pub struct Answer {
+    /// The order's token.
+    pub token: u64,
+    /// What its receipts told (`Err`: never taken by the node).
+    pub result: Result<Reply, GatewayError>,
+}
+
+/// Where a link puts answers: each message on it is a batch of answers of one caller.
+pub type AnswerSink = mpsc::UnboundedSender<Vec<Answer>>;
+
+/// What a send's receipts told so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// Its msg_id (0 until the node named it).
+    pub msg_id: u64,
+    /// The highest status reached (a `mesh.v1.MessageStatus` number).
+    pub status: u16,
+    /// With FAILED: the `mesh.v1.FailureReason` number.
+    pub reason: Option<u16>,
+    /// The idempotency key was seen before: `msg_id` is the first send's.
+    pub duplicate: bool,
+}
+
+impl Reply {
+    /// Nothing heard yet: ACCEPTED.
+    #[must_use]
+    pub fn accepted() -> Reply {
+        Reply {
+            msg_id: 0,
+            status: 1,
+            reason: None,
+            duplicate: false,
+        }
+    }
+
+    /// Takes in one receipt.
+    pub fn update(&mut self, r: &Receipt) {
+        if r.msg_id != 0 {
+            self.msg_id = r.msg_id;
+        }
+        // Statuses only move up the ladder; a late lower one changes nothing.
+        if rank(r.status) >= rank(self.status) {
+            self.status = r.status;
+            self.reason = r.reason;
+        }
+        self.duplicate |= r.duplicate;
+    }
+
+    /// Whether what was reached answers a caller who waits for `wait`.
+    #[must_use]
+    pub fn answers(&self, wait: Wait) -> bool {
+        let s = self.status;
+        let fin = matches!(s, 6..=8 | 11);
+        self.duplicate
+            || fin
+            || match wait {
+                Wait::Taken => true,
+                Wait::Persisted => s >= 2,
+                Wait::Delivered => s == 4 || s == 5,
+                Wait::Acked => false,
+            }
+    }
+}
+
+/// Where a status is on the ladder (PENDING_NODE sits between FORWARDED and DELIVERED).
+fn rank(status: u16) -> u16 {
+    match status {
+        9 => 3,
+        10 => 4,
+        s => s.saturating_mul(2),
+    }
+}
+
+/// A send whose answer is still due.
+struct Waiter {
+    sink: AnswerSink,
+    token: u64,
+    wait: Wait,
+    reply: Reply,
+}
+
 enum Command {
     Send {
-        msg: Box<Outgoing>,
-        receipts: mpsc::UnboundedSender<Receipt>,
-        accepted: oneshot::Sender<Result<(), GatewayError>>,
+        orders: Vec<SendOrder>,
+        sink: AnswerSink,
     },
-    Ack {
-        src_node: u64,
-        msg_id: u64,
-        success: bool,
-    },
+    Acks(Vec<(u64, u64, bool)>),
 }
 
 /// One session with the node.
@@ -117,16 +228,11 @@ pub struct Link {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Send { msg, .. } => {
-                f.debug_struct("Send").field("dst", &msg.dst_node).finish()
-            }
-            Command::Ack {
-                src_node, msg_id, ..
-            } => f
-                .debug_struct("Ack")
-                .field("src", src_node)
-                .field("msg_id", msg_id)
+            Command::Send { orders, .. } => f
+                .debug_struct("Send")
+                .field("messages", &orders.len())
                 .finish(),
+            Command::Acks(a) => f.debug_struct("Acks").field("acks", &a.len()).finish(),
         }
     }
 }
@@ -177,6 +283,8 @@ impl Link {
             ready: Some(ready_tx),
             next_seq: 1,
             waiters: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            answers: Vec::new(),
             reassembler: Reassembler::new(ReassemblyLimits::default()),
             deliveries,
             held: VecDeque::new(),
@@ -191,34 +299,31 @@ impl Link {
         Ok(Link { commands: tx })
     }
 
-    /// Sends `msg`; its receipts go to `receipts` (the first once the node took it: a duplicate
-    /// answer or PERSISTED, then the later statuses). Dropping the receiver stops them.
+    /// Sends `orders`; their answers go to `sink`, in batches, each once (an order the node
+    /// could not frame is answered `Err(Invalid)` at once; a session that ends answers what
+    /// it still owes). If the session is already over, the orders come back.
     pub async fn send(
         &self,
-        msg: Outgoing,
-        receipts: mpsc::UnboundedSender<Receipt>,
-    ) -> Result<(), GatewayError> {
-        let (accepted, rx) = oneshot::channel();
+        orders: Vec<SendOrder>,
+        sink: AnswerSink,
+    ) -> Result<(), Vec<SendOrder>> {
         self.commands
-            .send(Command::Send {
-                msg: Box::new(msg),
-                receipts,
-                accepted,
-            })
+            .send(Command::Send { orders, sink })
             .await
-            .map_err(|_| GatewayError::Unavailable("the session with the node ended".into()))?;
-        rx.await
-            .map_err(|_| GatewayError::Unavailable("the session with the node ended".into()))?
+            .map_err(|e| match e.0 {
+                Command::Send { orders, .. } => orders,
+                Command::Acks(_) => Vec::new(),
+            })
     }
 
-    /// Acks a message the node offered on this (subscriber) session.
-    pub async fn ack(&self, src_node: u64, msg_id: u64, success: bool) -> Result<(), GatewayError> {
+    /// Acks messages the node offered on this (subscriber) session: (src_node, msg_id,
+    /// success) each.
+    pub async fn acks(&self, acks: Vec<(u64, u64, bool)>) -> Result<(), GatewayError> {
+        if acks.is_empty() {
+            return Ok(());
+        }
         self.commands
-            .send(Command::Ack {
-                src_node,
-                msg_id,
-                success,
-            })
+            .send(Command::Acks(acks))
             .await
             .map_err(|_| GatewayError::Unavailable("the session with the node ended".into()))
     }
@@ -283,8 +388,12 @@ struct Driver {
     node: Option<PeerInfo>,
     ready: Option<oneshot::Sender<Result<(), GatewayError>>>,
     next_seq: u64,
-    /// Sends whose receipts are still wanted, by the sequence number they went out with.
-    waiters: HashMap<u64, mpsc::UnboundedSender<Receipt>>,
+    /// Sends whose answers are due, by the sequence number they went out with.
+    waiters: HashMap<u64, Waiter>,
+    /// When waiters with a deadline must be answered: (deadline, sequence number).
+    deadlines: BinaryHeap<Reverse<(tokio::time::Instant, u64)>>,
+    /// Answers made and not yet handed to their sinks.
+    answers: Vec<(AnswerSink, Answer)>,
     reassembler: Reassembler,
     deliveries: Option<mpsc::Sender<Incoming>>,
     /// Offered messages waiting for room in `deliveries` (reading stops meanwhile).
@@ -300,7 +409,70 @@ impl Driver {
                 "the session with the node ended: {reason:?}"
             ))));
         }
-        // Dropping the waiters tells every pending call that the session is gone.
+        // Every send still owed an answer gets one: what it reached if the node took it,
+        // UNAVAILABLE if not (nor queued ones).
+        let gone = || GatewayError::Unavailable("the session with the node ended".into());
+        for (_, w) in std::mem::take(&mut self.waiters) {
+            let result = if w.reply.msg_id == 0 && !w.reply.duplicate {
+                Err(gone())
+            } else {
+                Ok(w.reply)
+            };
+            self.answers.push((
+                w.sink,
+                Answer {
+                    token: w.token,
+                    result,
+                },
+            ));
+        }
+        commands.close();
+        while let Ok(c) = commands.try_recv() {
+            if let Command::Send { orders, sink } = c {
+                for o in orders {
+                    self.answers.push((
+                        sink.clone(),
+                        Answer {
+                            token: o.token,
+                            result: Err(gone()),
+                        },
+                    ));
+                }
+            }
+        }
+        self.hand_answers();
+    }
+
+    /// Hands the answers made to their sinks, one batch per run of answers to one sink.
+    fn hand_answers(&mut self) {
+        let mut answers = std::mem::take(&mut self.answers).into_iter().peekable();
+        while let Some((sink, first)) = answers.next() {
+            let mut batch = vec![first];
+            while let Some((_, a)) = answers.next_if(|(s, _)| s.same_channel(&sink)) {
+                batch.push(a);
+            }
+            // A caller that went away no longer wants them.
+            let _ = sink.send(batch);
+        }
+    }
+
+    /// Answers the waiters whose deadline passed with what they reached.
+    fn expire(&mut self, now: tokio::time::Instant) {
+        while let Some(Reverse((at, seq))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(w) = self.waiters.remove(&seq) {
+                self.answers.push((
+                    w.sink,
+                    Answer {
+                        token: w.token,
+                        result: Ok(w.reply),
+                    },
+                ));
+            }
+        }
     }
 
     async fn drive(&mut self, commands: &mut mpsc::Receiver<Command>) -> Option<CloseReason> {
@@ -313,10 +485,19 @@ impl Driver {
             if !self.held.is_empty() {
                 self.release_held();
             }
-            let timer = self
-                .session
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            if !self.answers.is_empty() {
+                self.hand_answers();
+            }
+            let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
+            let timer = match (
+                self.session
+                    .poll_timeout()
+                    .map(tokio::time::Instant::from_std),
+                deadline,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let established = self.node.is_some();
             let take_commands = established && self.unwritten() < OUT_BUFFER_MAX;
             let read = self.held.is_empty();
@@ -381,13 +562,23 @@ impl Driver {
                         None => std::future::pending::<()>().await,
                     }
                 } => {
-                    self.session.handle_timeout(Instant::now());
+                    let now = tokio::time::Instant::now();
+                    if deadline.is_some_and(|d| d <= now) {
+                        self.expire(now);
+                    }
+                    if self
+                        .session
+                        .poll_timeout()
+                        .is_some_and(|t| tokio::time::Instant::from_std(t) <= now)
+                    {
+                        self.session.handle_timeout(now.into_std());
+                    }
                 }
             }
             buf_guard = buf_guard.wrapping_add(1);
             if buf_guard.is_multiple_of(1024) {
                 // Sends whose callers stopped listening.
-                self.waiters.retain(|_, w| !w.is_closed());
+                self.waiters.retain(|_, w| !w.sink.is_closed());
             }
         }
     }
@@ -459,43 +650,71 @@ impl Driver {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Send {
-                msg,
-                receipts,
-                accepted,
-            } => {
-                let r = self.encode_send(*msg);
-                match r {
-                    Ok(seq) => {
-                        self.waiters.insert(seq, receipts);
-                        let _ = accepted.send(Ok(()));
-                    }
-                    Err(e) => {
-                        let _ = accepted.send(Err(e));
+            Command::Send { orders, sink } => {
+                for o in orders {
+                    let token = o.token;
+                    match self.encode_send(o.msg) {
+                        Ok(seq) => {
+                            if o.wait == Wait::Taken {
+                                self.answers.push((
+                                    sink.clone(),
+                                    Answer {
+                                        token,
+                                        result: Ok(Reply::accepted()),
+                                    },
+                                ));
+                                continue;
+                            }
+                            if let Some(at) = o.deadline {
+                                self.deadlines.push(Reverse((at, seq)));
+                                // Entries of waiters answered before their deadline stay in
+                                // the heap until it passes; past twice the waiters, they go.
+                                if self.deadlines.len() > 2 * self.waiters.len() + 1024 {
+                                    let waiters = &self.waiters;
+                                    self.deadlines.retain(|Reverse((_, s))| {
+                                        *s == seq || waiters.contains_key(s)
+                                    });
+                                }
+                            }
+                            self.waiters.insert(
+                                seq,
+                                Waiter {
+                                    sink: sink.clone(),
+                                    token,
+                                    wait: o.wait,
+                                    reply: Reply::accepted(),
+                                },
+                            );
+                        }
+                        Err(e) => self.answers.push((
+                            sink.clone(),
+                            Answer {
+                                token,
+                                result: Err(e),
+                            },
+                        )),
                     }
                 }
             }
-            Command::Ack {
-                src_node,
-                msg_id,
-                success,
-            } => {
-                let mut env = Envelope::new(FrameKind::Ack);
-                env.dst_node = src_node;
-                env.msg_id = msg_id;
-                let meta = Metadata {
-                    ack_success: Some(success),
-                    ..Metadata::default()
-                };
-                match mesh_wire::encode_frame_with_meta(
-                    &env,
-                    &meta,
-                    &MetaLimits::default(),
-                    Bytes::new(),
-                    &Limits::default(),
-                ) {
-                    Ok(f) => f.write_to(&mut self.out),
-                    Err(e) => warn!(error = %e, "an ack could not be framed"),
+            Command::Acks(acks) => {
+                for (src_node, msg_id, success) in acks {
+                    let mut env = Envelope::new(FrameKind::Ack);
+                    env.dst_node = src_node;
+                    env.msg_id = msg_id;
+                    let meta = Metadata {
+                        ack_success: Some(success),
+                        ..Metadata::default()
+                    };
+                    match mesh_wire::encode_frame_with_meta(
+                        &env,
+                        &meta,
+                        &MetaLimits::default(),
+                        Bytes::new(),
+                        &Limits::default(),
+                    ) {
+                        Ok(f) => f.write_to(&mut self.out),
+                        Err(e) => warn!(error = %e, "an ack could not be framed"),
+                    }
                 }
             }
         }
@@ -538,11 +757,20 @@ impl Driver {
                     return;
                 };
                 let seq = r.seq;
-                let done = matches!(r.status, 6..=8 | 11) || r.duplicate;
-                if let Some(w) = self.waiters.get(&seq)
-                    && (w.send(r).is_err() || done)
+                let Some(w) = self.waiters.get_mut(&seq) else {
+                    return;
+                };
+                w.reply.update(&r);
+                if w.reply.answers(w.wait)
+                    && let Some(w) = self.waiters.remove(&seq)
                 {
-                    self.waiters.remove(&seq);
+                    self.answers.push((
+                        w.sink,
+                        Answer {
+                            token: w.token,
+                            result: Ok(w.reply),
+                        },
+                    ));
                 }
             }
             FrameKind::Data if self.deliveries.is_some() => {
@@ -604,5 +832,72 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(status: u16) -> Receipt {
+        Receipt {
+            seq: 1,
+            msg_id: 7,
+            status,
+            duplicate: false,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn each_wait_is_answered_at_its_status_and_every_one_at_a_final_one() {
+        let after = |statuses: &[u16]| {
+            let mut r = Reply::accepted();
+            for &s in statuses {
+                r.update(&receipt(s));
+            }
+            r
+        };
+        let fresh = Reply::accepted();
+        assert!(fresh.answers(Wait::Taken));
+        assert!(!fresh.answers(Wait::Persisted));
+        let persisted = after(&[2]);
+        assert!(persisted.answers(Wait::Persisted));
+        assert!(!persisted.answers(Wait::Delivered));
+        // PENDING_NODE is past PERSISTED, short of DELIVERED.
+        let pending = after(&[2, 9]);
+        assert!(pending.answers(Wait::Persisted));
+        assert!(!pending.answers(Wait::Delivered));
+        let delivered = after(&[2, 3, 4]);
+        assert!(delivered.answers(Wait::Delivered));
+        assert!(!delivered.answers(Wait::Acked));
+        for fin in [6, 7, 8, 11] {
+            let r = after(&[2, fin]);
+            for w in [Wait::Persisted, Wait::Delivered, Wait::Acked] {
+                assert!(r.answers(w), "{fin} answers {w:?}");
+            }
+        }
+        let mut dup = Reply::accepted();
+        dup.update(&Receipt {
+            duplicate: true,
+            ..receipt(1)
+        });
+        assert!(dup.answers(Wait::Acked));
+        assert_eq!(dup.msg_id, 7);
+    }
+
+    #[test]
+    fn a_late_lower_status_does_not_move_a_reply_back() {
+        let mut r = Reply::accepted();
+        r.update(&receipt(4));
+        r.update(&receipt(2));
+        r.update(&receipt(9));
+        assert_eq!(r.status, 4);
+        let mut f = Reply::accepted();
+        f.update(&Receipt {
+            reason: Some(3),
+            ..receipt(11)
+        });
+        assert_eq!((f.status, f.reason), (11, Some(3)));
     }
 }
