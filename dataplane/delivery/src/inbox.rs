@@ -315,7 +315,11 @@ impl Inbox {
             .held
             .remove(&key)
             .ok_or(InboxError::Unknown { src_node, msg_id })?;
-        self.ready.retain(|k| *k != key);
+        // Only a message not on offer now waits in `ready` (one offered was taken from it):
+        // the common ack, of an offered message, costs no scan.
+        if h.offer_due.is_none() {
+            self.ready.retain(|k| *k != key);
+        }
         if h.require_ack {
             self.transmit.push_back(InboxTransmit::Ack {
                 src_node,
@@ -432,6 +436,30 @@ mod tests {
         assert!(i.poll_offer(t).is_none());
         // Later copies are duplicates of the window.
         assert_eq!(i.handle_data(8, 3, false).unwrap(), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn an_ack_releases_a_message_whether_on_offer_or_waiting_again() {
+        let t = Instant::now();
+        let mut i = Inbox::new(InboxConfig::default()).unwrap();
+        i.handle_subscribers(1);
+        for id in 1..=3 {
+            i.handle_data(5, id, false).unwrap();
+            i.handle_persisted(5, id);
+        }
+        // 1 on offer and acked; 2 offered, its subscriber left (back in the queue), then acked
+        // by the Ack call; 3 still waiting.
+        assert_eq!(i.poll_offer(t).unwrap().msg_id, 1);
+        assert_eq!(i.poll_offer(t).unwrap().msg_id, 2);
+        i.requeue(5, 2);
+        assert_eq!(i.waiting(), 2);
+        i.handle_client_ack(5, 1, true).unwrap();
+        assert_eq!(i.waiting(), 2);
+        i.handle_client_ack(5, 2, true).unwrap();
+        assert_eq!(i.waiting(), 1, "the acked one left the queue");
+        assert_eq!(i.poll_offer(t).unwrap().msg_id, 3);
+        assert!(i.poll_offer(t).is_none());
+        assert_eq!(i.held(), 1);
     }
 
     #[test]

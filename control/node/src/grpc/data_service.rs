@@ -11,7 +11,9 @@
 //! Bad requests are refused with INVALID_ARGUMENT and a message naming the field (in a
 //! SendStream, a FAILED response with INVALID_REQUEST, and the stream goes on).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -81,7 +83,7 @@ impl MeshDataService {
         let addr = loopback(engine.local_addr());
         let gateway = Arc::new(Gateway::new(addr, engine.cores()));
         let (hub, rx) = mpsc::channel(1024);
-        tokio::spawn(Hub::new(addr).run(rx));
+        tokio::spawn(Hub::new(addr, mode == DeliveryMode::ExactlyOnce).run(rx));
         MeshDataService {
             gateway,
             hub,
@@ -657,6 +659,9 @@ impl Sub {
 /// The subscriber hub: one subscriber session with the node, many Subscribe streams.
 struct Hub {
     addr: std::net::SocketAddr,
+    /// The node tracks what it offers (exactly-once): a message without require_ack is acked
+    /// once handed over. Forwarding only, the node forgets what it offered and wants no ack.
+    tracked: bool,
     link: Option<Link>,
     incoming: Option<mpsc::Receiver<Incoming>>,
     subs: Vec<Sub>,
@@ -670,16 +675,17 @@ struct Hub {
 }
 
 impl Hub {
-    fn new(addr: std::net::SocketAddr) -> Hub {
+    fn new(addr: std::net::SocketAddr, tracked: bool) -> Hub {
         Hub {
             addr,
+            tracked,
             link: None,
             incoming: None,
             subs: Vec::new(),
             next_sub: 0,
             pending: VecDeque::new(),
-            unacked: HashMap::new(),
-            acked: HashSet::new(),
+            unacked: HashMap::default(),
+            acked: HashSet::default(),
             acked_order: VecDeque::new(),
         }
     }
@@ -859,10 +865,9 @@ impl Hub {
                 src_domain: m.src_domain,
                 dst_node: m.dst_node,
                 msg_id: m.msg_id,
-                corr_id: m.meta.corr_id.unwrap_or(0),
+                corr_id: m.corr_id.unwrap_or(0),
                 payload: m.payload.clone(),
                 headers: m
-                    .meta
                     .headers
                     .iter()
                     .map(|(k, v)| (k.clone(), Bytes::copy_from_slice(v)))
@@ -887,7 +892,7 @@ impl Hub {
             if m.require_ack {
                 let id = sub.id;
                 self.unacked.insert(key, (id, m, attempt));
-            } else {
+            } else if self.tracked {
                 acks.push((key.0, key.1, true));
                 self.remember_acked(key);
             }

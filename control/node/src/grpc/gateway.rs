@@ -20,7 +20,7 @@
 //! channel of its own.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytes::BytesMut;
+use foldhash::HashMap;
 use mesh_client::Receipt;
 use mesh_session::{
     Capabilities, ChannelSecurity, PeerInfo, Role, Session, SessionConfig, SessionEvent, Side,
@@ -90,8 +91,10 @@ pub struct Incoming {
     pub dst_node: u64,
     /// Its id at the origin.
     pub msg_id: u64,
-    /// Its metadata (corr_id, headers).
-    pub meta: Metadata,
+    /// The application's correlation id.
+    pub corr_id: Option<u64>,
+    /// The application's headers.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// The body.
     pub payload: Bytes,
     /// The application must ack it.
@@ -282,7 +285,7 @@ impl Link {
             node: None,
             ready: Some(ready_tx),
             next_seq: 1,
-            waiters: HashMap::new(),
+            waiters: HashMap::default(),
             deadlines: BinaryHeap::new(),
             answers: Vec::new(),
             reassembler: Reassembler::new(ReassemblyLimits::default()),
@@ -777,18 +780,22 @@ impl Driver {
                 let env = frame.envelope();
                 let incoming = if frame.flags().contains(Flags::CHUNK) {
                     match self.reassembler.handle_chunk(frame, now) {
-                        Ok(ChunkOutcome::Complete(m)) => Incoming {
-                            src_node: m.envelope.src_node,
-                            src_domain: m.envelope.src_domain,
-                            dst_node: m.envelope.dst_node,
-                            msg_id: m.envelope.msg_id,
-                            meta: Metadata::decode(&m.meta, &MetaLimits::default())
-                                .unwrap_or_default(),
-                            payload: Bytes::from(m.to_contiguous()),
-                            require_ack: m.envelope.flags.contains(Flags::REQUIRE_ACK),
-                            redelivered: m.envelope.flags.contains(Flags::RETRANSMIT),
-                            class: m.envelope.class,
-                        },
+                        Ok(ChunkOutcome::Complete(m)) => {
+                            let meta = Metadata::decode(&m.meta, &MetaLimits::default())
+                                .unwrap_or_default();
+                            Incoming {
+                                src_node: m.envelope.src_node,
+                                src_domain: m.envelope.src_domain,
+                                dst_node: m.envelope.dst_node,
+                                msg_id: m.envelope.msg_id,
+                                corr_id: meta.corr_id,
+                                headers: meta.headers,
+                                payload: Bytes::from(m.to_contiguous()),
+                                require_ack: m.envelope.flags.contains(Flags::REQUIRE_ACK),
+                                redelivered: m.envelope.flags.contains(Flags::RETRANSMIT),
+                                class: m.envelope.class,
+                            }
+                        }
                         _ => return,
                     }
                 } else {
@@ -799,7 +806,8 @@ impl Driver {
                         src_domain: env.src_domain,
                         dst_node: env.dst_node,
                         msg_id: env.msg_id,
-                        meta,
+                        corr_id: meta.corr_id,
+                        headers: meta.headers,
                         payload: payload.freeze(),
                         require_ack: env.flags.contains(Flags::REQUIRE_ACK),
                         redelivered: env.flags.contains(Flags::RETRANSMIT),

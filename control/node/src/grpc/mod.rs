@@ -30,6 +30,11 @@ pub use control_service::MeshControlService;
 pub use data_service::MeshDataService;
 pub use metrics::{GrpcMethod, GrpcMetrics};
 
+/// HTTP/2 receive window of one stream, bytes.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 receive window of one connection (all its streams), bytes.
+pub const CONNECTION_WINDOW: u32 = 2 << 20;
+
 /// Every gRPC service of the node, ready to serve.
 #[must_use]
 pub fn routes(control: MeshControlService, data: MeshDataService) -> Routes {
@@ -50,7 +55,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut server = Server::builder();
+    // HTTP/2 receive windows larger than the protocol's 64 KiB default: a SendStream of small
+    // messages would otherwise wait for a WINDOW_UPDATE every few hundred messages. They bound
+    // what one client can have buffered in the node unread (per stream and per connection).
+    let mut server = Server::builder()
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW));
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
