@@ -50,9 +50,10 @@ fn send(bytes: &[u8]) {
             assert!(m != pb::SendMode::WaitForAck || require_ack);
             assert!(timeout_ms == 0 || wait.as_millis() == u128::from(timeout_ms));
             // What passed fits a frame's metadata: the node can put it on the wire.
-            msg.meta
-                .encode(&mesh_wire::MetaLimits::default())
-                .expect("validated metadata encodes");
+            if let Some(meta) = &msg.meta {
+                meta.encode(&mesh_wire::MetaLimits::default())
+                    .expect("validated metadata encodes");
+            }
         }
         Err(s) => assert_eq!(s.code(), Code::InvalidArgument, "{s:?}"),
     }

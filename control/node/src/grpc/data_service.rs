@@ -159,7 +159,7 @@ impl MeshDataService {
         let mut in_flight = 0usize;
         let mut reading = true;
         while reading || in_flight > 0 {
-            let mut orders = Vec::new();
+            let mut orders = Vec::with_capacity(SEND_BATCH_MAX);
             let mut refusals = Vec::new();
             tokio::select! {
                 biased;
@@ -419,7 +419,8 @@ pub fn validate(req: pb::SendRequest) -> Result<(Outgoing, pb::SendMode, Duratio
         ..Metadata::default()
     };
     // The metadata must fit in a frame's metadata field.
-    if let Err(e) = meta.encode(&mesh_wire::MetaLimits::default()) {
+    let no_meta = meta == Metadata::default();
+    if !no_meta && let Err(e) = meta.encode(&mesh_wire::MetaLimits::default()) {
         return bad(format!("headers: {e}"));
     }
     let wait = if req.timeout_ms == 0 {
@@ -430,7 +431,7 @@ pub fn validate(req: pb::SendRequest) -> Result<(Outgoing, pb::SendMode, Duratio
     let msg = Outgoing {
         dst_node: req.dst_node,
         dst_domain: req.dst_domain.unwrap_or(0),
-        meta,
+        meta: (!no_meta).then(|| Box::new(meta)),
         flags: if req.require_ack {
             Flags::REQUIRE_ACK
         } else {

@@ -68,8 +68,9 @@ pub struct Outgoing {
     pub dst_node: u64,
     /// Destination domain, 0: resolved by the node.
     pub dst_domain: u32,
-    /// Metadata (headers, corr_id, idempotency key).
-    pub meta: Metadata,
+    /// Metadata (headers, corr_id, idempotency key); `None`: none (most messages: an order
+    /// stays small where it is moved and queued).
+    pub meta: Option<Box<Metadata>>,
     /// `REQUIRE_ACK` or nothing.
     pub flags: Flags,
     /// Hop limit, 0: the default.
@@ -738,9 +739,10 @@ impl Driver {
         }
         let seq = self.next_seq;
         env.msg_id = seq;
+        let no_meta = Metadata::default();
         let chunks = chunk_message(
             &env,
-            &msg.meta,
+            msg.meta.as_deref().unwrap_or(&no_meta),
             &MetaLimits::default(),
             msg.payload,
             &limits,
