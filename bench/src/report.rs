@@ -41,6 +41,12 @@ fn primary_mesh(r: &Results) -> Option<&str> {
         .systems
         .iter()
         .find(|s| s.as_str() == "mesh-pair")
+        .or_else(|| {
+            r.config
+                .systems
+                .iter()
+                .find(|s| s.starts_with("mesh") && !s.contains("grpc"))
+        })
         .or_else(|| r.config.systems.iter().find(|s| s.starts_with("mesh")))
         .map(String::as_str)
 }
@@ -126,7 +132,8 @@ fn lost_label(lost: u64) -> String {
 pub fn summary(r: &Results) -> String {
     let mut out = String::new();
     let mesh = primary_mesh(r).unwrap_or("mesh-pair");
-    let grpc = grpc_mesh(r);
+    // A run of gRPC only has it as its primary mesh: one column, not two.
+    let grpc = grpc_mesh(r).filter(|g| *g != mesh);
     let _ = writeln!(
         out,
         "{} — {} × {} ({}), load at start {}\n",
@@ -273,6 +280,13 @@ pub fn summary(r: &Results) -> String {
 /// or `not measured`.
 fn targets(r: &Results, mesh: &str, grpc: Option<&str>) -> String {
     let mut out = String::from("Targets:\n");
+    // In a run of gRPC only, the native client's targets were not measured (mesh-pair has no
+    // results then).
+    let (mesh, grpc) = if mesh.contains("grpc") {
+        ("mesh-pair", grpc.or(Some(mesh)))
+    } else {
+        (mesh, grpc)
+    };
     let mut line = |what: &str, got: Option<f64>, unit: &str, ok: &dyn Fn(f64) -> bool| {
         let verdict = match got {
             Some(v) if ok(v) => format!("{v:.2}{unit}, met"),
@@ -414,6 +428,30 @@ mod tests {
         assert!(t.contains("p99 <= 0.5: 0.40x, met"), "{t}");
         assert!(t.contains("tcp >= 0.6: 0.70x, met"), "{t}");
         assert!(t.contains("< 25 µs: not measured"), "{t}");
+    }
+
+    #[test]
+    fn a_run_of_grpc_only_has_one_ratio_column_and_only_the_grpc_target() {
+        let mut r = sample();
+        r.config.systems = ["mesh-grpc-pair", "nats"].map(String::from).to_vec();
+        let mut g = r.throughput[0].clone();
+        g.system = "mesh-grpc-pair".into();
+        g.payload_len = 256;
+        g.msgs_per_s = 300.0;
+        let mut n = g.clone();
+        n.system = "nats".into();
+        n.msgs_per_s = 400.0;
+        r.throughput = vec![g, n];
+        let s = summary(&r);
+        assert_eq!(s.matches("mesh-grpc-pair/peer |").count(), 1, "{s}");
+        assert!(
+            s.contains("mesh-grpc-pair 256 B throughput / best peer >= 1.0: 0.75x, missed"),
+            "{s}"
+        );
+        assert!(
+            s.contains("mesh-pair 256 B throughput / best peer >= 1.5: not measured"),
+            "{s}"
+        );
     }
 
     #[test]
