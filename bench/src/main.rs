@@ -58,6 +58,10 @@ struct Args {
     /// producer's).
     #[arg(long, default_value_t = 6)]
     ring_nodes: u32,
+    /// More flags for every node the harness starts, space-separated (e.g.
+    /// `--node-args "--wal-segment-mib 32 --wal-segments 8"`).
+    #[arg(long, allow_hyphen_values = true)]
+    node_args: Option<String>,
     /// The `zenoh-router` binary (default: beside mesh-bench, else target/release/).
     #[cfg(feature = "zenoh")]
     #[arg(long)]
@@ -122,7 +126,11 @@ fn start_system(name: &str, args: &Args, mesh_bin: &std::path::Path) -> Result<B
         return Ok(Box::new(attached(args)?));
     }
     if name.starts_with("mesh-") {
-        let (shape, via, opts) = parse_mesh(name, args.hops, args.ring_nodes)?;
+        let (shape, via, mut opts) = parse_mesh(name, args.hops, args.ring_nodes)?;
+        if let Some(more) = &args.node_args {
+            opts.extra_args
+                .extend(more.split_whitespace().map(String::from));
+        }
         return Ok(Box::new(MeshSystem::start_with(
             mesh_bin, shape, via, opts,
         )?));
