@@ -60,8 +60,8 @@ struct Args {
     ring_nodes: u32,
     /// More flags for every node the harness starts, space-separated (e.g.
     /// `--node-args "--wal-segment-mib 32 --wal-segments 8"`).
-    #[arg(long, allow_hyphen_values = true)]
-    node_args: Option<String>,
+    #[arg(long = "node-args", allow_hyphen_values = true)]
+    more_node_flags: Option<String>,
     /// The `zenoh-router` binary (default: beside mesh-bench, else target/release/).
     #[cfg(feature = "zenoh")]
     #[arg(long)]
@@ -127,7 +127,7 @@ fn start_system(name: &str, args: &Args, mesh_bin: &std::path::Path) -> Result<B
     }
     if name.starts_with("mesh-") {
         let (shape, via, mut opts) = parse_mesh(name, args.hops, args.ring_nodes)?;
-        if let Some(more) = &args.node_args {
+        if let Some(more) = &args.more_node_flags {
             opts.extra_args
                 .extend(more.split_whitespace().map(String::from));
         }
