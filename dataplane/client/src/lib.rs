@@ -127,6 +127,32 @@ pub struct Receipt {
     pub reason: Option<u16>,
 }
 
+/// The frame a client sends to ack (`success`) or reject the delivery of (`src_node`,
+/// `msg_id`): an ACK addressed back to the message's source, with `ack_success` set.
+///
+/// # Errors
+/// Only if the frame cannot be encoded under the default limits (it always can).
+pub fn ack_frame(
+    src_node: u64,
+    msg_id: u64,
+    success: bool,
+) -> Result<mesh_wire::OutFrame, mesh_wire::EncodeError> {
+    let mut env = Envelope::new(FrameKind::Ack);
+    env.dst_node = src_node;
+    env.msg_id = msg_id;
+    let meta = Metadata {
+        ack_success: Some(success),
+        ..Metadata::default()
+    };
+    mesh_wire::encode_frame_with_meta(
+        &env,
+        &meta,
+        &MetaLimits::default(),
+        Bytes::new(),
+        &Limits::default(),
+    )
+}
+
 impl Receipt {
     /// The receipt a frame from the node carries: an ACK frame with metadata `client_seq` and
     /// `status` (anything else is not a receipt).
@@ -353,21 +379,8 @@ impl Client {
     /// The node stops offering it once the ack arrives. Goes out at the next flush.
     pub fn ack(&mut self, src_node: u64, msg_id: u64, success: bool) -> Result<(), ClientError> {
         self.check_open()?;
-        let mut env = Envelope::new(FrameKind::Ack);
-        env.dst_node = src_node;
-        env.msg_id = msg_id;
-        let meta = Metadata {
-            ack_success: Some(success),
-            ..Metadata::default()
-        };
-        let f = mesh_wire::encode_frame_with_meta(
-            &env,
-            &meta,
-            &MetaLimits::default(),
-            Bytes::new(),
-            &Limits::default(),
-        )
-        .map_err(|e| ClientError::Frame(e.to_string()))?;
+        let f =
+            ack_frame(src_node, msg_id, success).map_err(|e| ClientError::Frame(e.to_string()))?;
         f.write_to(&mut self.out);
         self.session.note_sent(Instant::now());
         if self.out.len() >= self.write_buffer_len {

@@ -702,20 +702,7 @@ impl Driver {
             }
             Command::Acks(acks) => {
                 for (src_node, msg_id, success) in acks {
-                    let mut env = Envelope::new(FrameKind::Ack);
-                    env.dst_node = src_node;
-                    env.msg_id = msg_id;
-                    let meta = Metadata {
-                        ack_success: Some(success),
-                        ..Metadata::default()
-                    };
-                    match mesh_wire::encode_frame_with_meta(
-                        &env,
-                        &meta,
-                        &MetaLimits::default(),
-                        Bytes::new(),
-                        &Limits::default(),
-                    ) {
+                    match mesh_client::ack_frame(src_node, msg_id, success) {
                         Ok(f) => f.write_to(&mut self.out),
                         Err(e) => warn!(error = %e, "an ack could not be framed"),
                     }
