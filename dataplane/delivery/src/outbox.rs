@@ -131,6 +131,13 @@ pub enum OutboxEvent {
         /// The message.
         msg_id: u64,
     },
+    /// The message's status can no longer change (a final status, or DELIVERED without an
+    /// ack to wait for): its owner may forget it. Comes after its last `Status`; the status
+    /// stays answerable through [`Outbox::status`].
+    Finished {
+        /// The message.
+        msg_id: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -410,14 +417,6 @@ impl Outbox {
     /// Messages in flight.
     pub fn in_flight(&self) -> usize {
         self.msgs.len()
-    }
-
-    /// Whether the message is still tracked: in flight, or delivered and waiting for the
-    /// destination application's ack. `false` once its status can no longer change — a
-    /// DELIVERED message that needs no ack is finished too, though DELIVERED is not one of the
-    /// [`MessageStatus::is_final`] statuses (which an acked message may still leave).
-    pub fn is_tracked(&self, msg_id: u64) -> bool {
-        self.msgs.contains_key(&msg_id)
     }
 
     /// The status of a message, if it is in flight or among the recently finished.
@@ -844,6 +843,7 @@ impl Outbox {
         let Some(m) = self.msgs.remove(&msg_id) else {
             return;
         };
+        self.events.push_back(OutboxEvent::Finished { msg_id });
         if self.cfg.status_kept == 0 {
             return;
         }
@@ -908,23 +908,47 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_message_is_tracked_only_while_it_waits_for_its_ack() {
+    fn a_delivered_message_is_finished_only_when_it_waits_for_no_ack() {
         let t = Instant::now();
         let mut o = Outbox::new(OutboxConfig::default());
+        let finished = |o: &mut Outbox| {
+            let mut v = Vec::new();
+            while let Some(e) = o.poll_event() {
+                if let OutboxEvent::Finished { msg_id } = e {
+                    v.push(msg_id);
+                }
+            }
+            v
+        };
         for (id, require_ack) in [(1, false), (2, true)] {
             o.handle_accepted(id, 9, require_ack, None, t).unwrap();
             o.handle_persisted(id, t);
             let _ = o.poll_transmit();
             o.handle_sent(id, t);
-            assert!(o.is_tracked(id));
+            assert!(finished(&mut o).is_empty(), "in flight");
             o.handle_delivered(id, t);
+            // No ack wanted: DELIVERED is where it ends. Else it waits for the ack.
+            let want = if require_ack { vec![] } else { vec![id] };
+            assert_eq!(finished(&mut o), want);
         }
-        // No ack wanted: DELIVERED is where it ends; its status is still answered.
-        assert!(!o.is_tracked(1));
+        // The finished one's status is still answered.
         assert_eq!(o.status(1).unwrap().status, MessageStatus::Delivered);
-        assert!(o.is_tracked(2), "waits for the application's ack");
+        // The other waits for the application's ack; its Finished comes after its last status.
         o.handle_ack(2, true, t);
-        assert!(!o.is_tracked(2));
+        let mut last = Vec::new();
+        while let Some(e) = o.poll_event() {
+            last.push(e);
+        }
+        assert!(
+            matches!(
+                last.as_slice(),
+                [
+                    OutboxEvent::Status { msg_id: 2, entry },
+                    OutboxEvent::Finished { msg_id: 2 }
+                ] if entry.status == MessageStatus::AckSuccess
+            ),
+            "{last:?}"
+        );
     }
 
     #[test]

@@ -982,15 +982,6 @@ impl CoreDelivery {
                         entry.reason.map(mesh_delivery::FailReason::code),
                     );
                 }
-                // A message delivered without an ack to wait for is finished too (DELIVERED
-                // is not a final status: a message that wants an ack moves on from it). Kept
-                // until now for its DELIVERED receipt, after the Release that came first.
-                let finished = entry.status.is_final()
-                    || (entry.status == MessageStatus::Delivered
-                        && !self.outbox.borrow().is_tracked(msg_id));
-                if finished {
-                    self.forget(msg_id);
-                }
             }
             OutboxEvent::Release { msg_id } => {
                 self.record_settled(
@@ -1000,15 +991,9 @@ impl CoreDelivery {
                     },
                     false,
                 );
-                let keep = self
-                    .outbox
-                    .borrow()
-                    .status(msg_id)
-                    .is_some_and(|e| !e.status.is_final());
-                if !keep {
-                    self.forget(msg_id);
-                }
             }
+            // After its last status (and receipt): its frames and key can go.
+            OutboxEvent::Finished { msg_id } => self.forget(msg_id),
         }
     }
 
