@@ -52,6 +52,35 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
 }
 
+impl ClientOptions {
+    /// The session (sans-IO) a client with these options opens with its node: the initiator
+    /// of a plain connection, its HELLO ready to send. For drivers other than [`Client`] (the
+    /// node's gRPC gateway runs one on tokio).
+    ///
+    /// # Errors
+    /// The options make an invalid session configuration (a keepalive out of range).
+    pub fn session(&self, now: Instant) -> Result<Session, mesh_session::ConfigError> {
+        let mut cfg = SessionConfig::new(self.client_id, 0);
+        cfg.role = Role::Client;
+        cfg.capabilities = if self.subscribe {
+            Capabilities::CHUNKING | Capabilities::SUBSCRIBE
+        } else {
+            Capabilities::CHUNKING
+        };
+        cfg.keepalive_interval = self.keepalive;
+        let mut nonce = [0u8; 32];
+        let _ = getrandom::fill(&mut nonce);
+        Session::new(
+            cfg,
+            Side::Initiator,
+            None,
+            ChannelSecurity::Plain,
+            nonce,
+            now,
+        )
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         let mut id = [0u8; 8];
@@ -233,26 +262,10 @@ impl Client {
             .ok_or(ClientError::Invalid("no address to connect to"))?;
         let sock = TcpStream::connect_timeout(&addr, options.connect_timeout)?;
         sock.set_nodelay(true)?;
-        let mut cfg = SessionConfig::new(options.client_id, 0);
-        cfg.role = Role::Client;
-        cfg.capabilities = if options.subscribe {
-            Capabilities::CHUNKING | Capabilities::SUBSCRIBE
-        } else {
-            Capabilities::CHUNKING
-        };
-        cfg.keepalive_interval = options.keepalive;
-        let mut nonce = [0u8; 32];
-        let _ = getrandom::fill(&mut nonce);
         let now = Instant::now();
-        let session = Session::new(
-            cfg,
-            Side::Initiator,
-            None,
-            ChannelSecurity::Plain,
-            nonce,
-            now,
-        )
-        .map_err(|e| ClientError::Frame(e.to_string()))?;
+        let session = options
+            .session(now)
+            .map_err(|e| ClientError::Frame(e.to_string()))?;
         let limits = session.decoder_limits();
         let mut c = Client {
             sock,

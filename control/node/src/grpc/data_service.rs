@@ -159,7 +159,8 @@ impl MeshDataService {
         let mut in_flight = 0usize;
         let mut reading = true;
         while reading || in_flight > 0 {
-            let mut orders = Vec::with_capacity(SEND_BATCH_MAX);
+            // Empty until requests come (answers are most turns of this loop).
+            let mut orders = Vec::new();
             let mut refusals = Vec::new();
             tokio::select! {
                 biased;
@@ -211,26 +212,22 @@ impl MeshDataService {
                 continue;
             }
             let n = orders.len();
-            let sent = match &link {
-                Some(l) if !l.is_closed() => Ok(l.clone()),
-                _ => self.gateway.link().await,
-            };
-            let back = match sent {
-                Ok(l) => {
-                    link = Some(l.clone());
-                    match l.send(orders, sink.clone()).await {
-                        Ok(()) => {
-                            in_flight += n;
-                            continue;
-                        }
-                        Err(back) => (back, Status::unavailable("the session with the node ended")),
-                    }
-                }
-                Err(e) => (orders, unavailable(e)),
+            let live = match link.take().filter(|l| !l.is_closed()) {
+                Some(l) => Ok(l),
+                None => self.gateway.link().await,
             };
             // Not taken: each is answered FAILED now, and the next batch tries a new link.
-            link = None;
-            let (back, status) = back;
+            let (back, status) = match live {
+                Ok(l) => match l.send(orders, sink.clone()).await {
+                    Ok(()) => {
+                        in_flight += n;
+                        link = Some(l);
+                        continue;
+                    }
+                    Err(back) => (back, Status::unavailable("the session with the node ended")),
+                },
+                Err(e) => (orders, unavailable(e)),
+            };
             for o in back {
                 if tx.send(Ok(refused(o.token, &status))).await.is_err() {
                     return;

@@ -29,10 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytes::BytesMut;
 use foldhash::HashMap;
-use mesh_client::Receipt;
-use mesh_session::{
-    Capabilities, ChannelSecurity, PeerInfo, Role, Session, SessionConfig, SessionEvent, Side,
-};
+use mesh_client::{ClientOptions, Receipt};
+use mesh_session::{PeerInfo, Session, SessionEvent};
 use mesh_wire::{
     ChunkOutcome, CloseReason, Decoder, Envelope, Flags, Frame, FrameKind, Limits, MetaLimits,
     Metadata, Reassembler, ReassemblyLimits, chunk_message,
@@ -255,26 +253,15 @@ impl Link {
             .map_err(|e| unavailable(&e))?
             .map_err(|e| unavailable(&e))?;
         stream.set_nodelay(true).map_err(|e| unavailable(&e))?;
-        let mut id = [0u8; 8];
-        let _ = getrandom::fill(&mut id);
-        let mut cfg = SessionConfig::new(u64::from_be_bytes(id) | 1, 0);
-        cfg.role = Role::Client;
-        cfg.capabilities = if deliveries.is_some() {
-            Capabilities::CHUNKING | Capabilities::SUBSCRIBE
-        } else {
-            Capabilities::CHUNKING
+        let options = ClientOptions {
+            subscribe: deliveries.is_some(),
+            // The session's own default: a loopback session needs no faster liveness check.
+            keepalive: mesh_session::session::DEFAULT_KEEPALIVE_INTERVAL,
+            ..ClientOptions::default()
         };
-        let mut nonce = [0u8; 32];
-        let _ = getrandom::fill(&mut nonce);
-        let session = Session::new(
-            cfg,
-            Side::Initiator,
-            None,
-            ChannelSecurity::Plain,
-            nonce,
-            Instant::now(),
-        )
-        .map_err(|e| unavailable(&e))?;
+        let session = options
+            .session(Instant::now())
+            .map_err(|e| unavailable(&e))?;
         let (tx, rx) = mpsc::channel(COMMANDS_MAX);
         let (ready_tx, ready_rx) = oneshot::channel();
         let driver = Driver {
@@ -422,29 +409,22 @@ impl Driver {
             } else {
                 Ok(w.reply)
             };
-            self.answers.push((
-                w.sink,
-                Answer {
-                    token: w.token,
-                    result,
-                },
-            ));
+            self.answer(w.sink, w.token, result);
         }
         commands.close();
         while let Ok(c) = commands.try_recv() {
             if let Command::Send { orders, sink } = c {
                 for o in orders {
-                    self.answers.push((
-                        sink.clone(),
-                        Answer {
-                            token: o.token,
-                            result: Err(gone()),
-                        },
-                    ));
+                    self.answer(sink.clone(), o.token, Err(gone()));
                 }
             }
         }
         self.hand_answers();
+    }
+
+    /// Answers the order `token` of `sink` (handed over by [`Driver::hand_answers`]).
+    fn answer(&mut self, sink: AnswerSink, token: u64, result: Result<Reply, GatewayError>) {
+        self.answers.push((sink, Answer { token, result }));
     }
 
     /// Hands the answers made to their sinks, one batch per run of answers to one sink.
@@ -468,13 +448,7 @@ impl Driver {
             }
             self.deadlines.pop();
             if let Some(w) = self.waiters.remove(&seq) {
-                self.answers.push((
-                    w.sink,
-                    Answer {
-                        token: w.token,
-                        result: Ok(w.reply),
-                    },
-                ));
+                self.answer(w.sink, w.token, Ok(w.reply));
             }
         }
     }
@@ -493,15 +467,11 @@ impl Driver {
                 self.hand_answers();
             }
             let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
-            let timer = match (
-                self.session
-                    .poll_timeout()
-                    .map(tokio::time::Instant::from_std),
-                deadline,
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let session_timer = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let timer = session_timer.into_iter().chain(deadline).min();
             let established = self.node.is_some();
             let take_commands = established && self.unwritten() < OUT_BUFFER_MAX;
             let read = self.held.is_empty();
@@ -570,11 +540,7 @@ impl Driver {
                     if deadline.is_some_and(|d| d <= now) {
                         self.expire(now);
                     }
-                    if self
-                        .session
-                        .poll_timeout()
-                        .is_some_and(|t| tokio::time::Instant::from_std(t) <= now)
-                    {
+                    if session_timer.is_some_and(|t| t <= now) {
                         self.session.handle_timeout(now.into_std());
                     }
                 }
@@ -660,13 +626,7 @@ impl Driver {
                     match self.encode_send(o.msg) {
                         Ok(seq) => {
                             if o.wait == Wait::Taken {
-                                self.answers.push((
-                                    sink.clone(),
-                                    Answer {
-                                        token,
-                                        result: Ok(Reply::accepted()),
-                                    },
-                                ));
+                                self.answer(sink.clone(), token, Ok(Reply::accepted()));
                                 continue;
                             }
                             if let Some(at) = o.deadline {
@@ -690,13 +650,7 @@ impl Driver {
                                 },
                             );
                         }
-                        Err(e) => self.answers.push((
-                            sink.clone(),
-                            Answer {
-                                token,
-                                result: Err(e),
-                            },
-                        )),
+                        Err(e) => self.answer(sink.clone(), token, Err(e)),
                     }
                 }
             }
@@ -756,13 +710,7 @@ impl Driver {
                 if w.reply.answers(w.wait)
                     && let Some(w) = self.waiters.remove(&seq)
                 {
-                    self.answers.push((
-                        w.sink,
-                        Answer {
-                            token: w.token,
-                            result: Ok(w.reply),
-                        },
-                    ));
+                    self.answer(w.sink, w.token, Ok(w.reply));
                 }
             }
             FrameKind::Data if self.deliveries.is_some() => {
