@@ -20,6 +20,8 @@ use mesh_wire::{CloseReason, Decoder, Envelope, FrameKind, Limits};
 
 mod common;
 use common::{Node, make_certs};
+// The attack frames the bench's hostile load uses too.
+use mesh_bench::hostile::{data_frame, hello_frame, oversize_header};
 
 /// The node's handshake deadline (`EngineConfig::new`; the TLS handshake and the HELLO
 /// exchange share it, counted from the TCP accept).
@@ -259,29 +261,6 @@ impl<S: Read + Write> RawPeer<S> {
         self.io.write_all(bytes)?;
         self.io.flush()
     }
-}
-
-/// A DATA frame as a node would forward it.
-fn data_frame(src_node: u64, dst_node: u64, msg_id: u64, payload: &'static [u8]) -> Vec<u8> {
-    let mut env = Envelope::new(FrameKind::Data);
-    env.src_node = src_node;
-    env.src_domain = 1;
-    env.dst_node = dst_node;
-    env.dst_domain = 1;
-    env.msg_id = msg_id;
-    env.ttl = 8;
-    mesh_wire::encode_frame(&env, &[], Bytes::from_static(payload), &Limits::default())
-        .unwrap()
-        .to_vec()
-}
-
-/// A header announcing a body of `body_len` bytes (the body never follows).
-fn oversize_header(kind: FrameKind, body_len: u32) -> Vec<u8> {
-    let mut bytes = data_frame(9, 1, 1, b"x");
-    bytes[3] = kind as u8;
-    bytes[8..12].copy_from_slice(&body_len.to_be_bytes());
-    bytes.truncate(mesh_wire::HEADER_LEN);
-    bytes
 }
 
 // ----- tests -----------------------------------------------------------------------------
@@ -657,7 +636,7 @@ fn a_flood_of_hellos_is_closed_within_the_deadline() {
         // Established (as clients), then HELLO again, five times.
         let mut p = RawPeer::connect(one.listen, 10_000 + i, Role::Client);
         p.handshake().expect("admitted");
-        let again = RawPeer::<TcpStream>::hello_bytes(20_000 + i).repeat(5);
+        let again = hello_frame(20_000 + i, Role::Client).repeat(5);
         let _ = p.send(&again);
         conns.push((p.io, Instant::now()));
     }
@@ -676,7 +655,7 @@ fn a_flood_of_hellos_is_closed_within_the_deadline() {
     }
     for i in 0..200u64 {
         // Two HELLOs back to back, before the node's answer was read.
-        let hello = RawPeer::<TcpStream>::hello_bytes(40_000 + i);
+        let hello = hello_frame(40_000 + i, Role::Client);
         let mut s = TcpStream::connect(one.listen).unwrap();
         s.write_all(&[hello.clone(), hello].concat()).unwrap();
         conns.push((s, Instant::now()));
@@ -697,24 +676,6 @@ fn a_flood_of_hellos_is_closed_within_the_deadline() {
     one.wait_metric("mesh_sessions_open", 1, Duration::from_secs(5));
     let mut sub = subscriber(&one);
     exchange(&two, 1, &mut sub, 6, 1_000);
-}
-
-impl RawPeer<TcpStream> {
-    /// The HELLO frame a plain-TCP client `id` sends first.
-    fn hello_bytes(id: u64) -> Vec<u8> {
-        let mut cfg = SessionConfig::new(id, 1);
-        cfg.role = Role::Client;
-        let mut s = Session::new(
-            cfg,
-            Side::Initiator,
-            None,
-            ChannelSecurity::Plain,
-            [3; 32],
-            Instant::now(),
-        )
-        .unwrap();
-        s.poll_transmit().unwrap().to_vec()
-    }
 }
 
 /// A native client that sends and never reads what the node sends it (receipts): the node
