@@ -460,7 +460,7 @@ impl Drop for Flow {
 
 /// Sends `count` messages of `tag` from a native client at `from`, as fast as it can.
 fn send_batch(from: &Node, dst_node: u64, dst_domain: u32, tag: u32, count: u64) {
-    let mut c = Client::connect(from.listen, ClientOptions::default()).expect("sender attaches");
+    let mut c = from.sender();
     for seq in 0..count {
         c.send(dst_node, dst_domain, &payload(tag, seq)).unwrap();
     }
@@ -482,8 +482,7 @@ fn wait_for_path(
     let t0 = Instant::now();
     let dropped_before = mesh.dropped();
     let base: Vec<u64> = via.iter().map(|&id| mesh.forwarded(id)).collect();
-    let mut c =
-        Client::connect(mesh.node(from).listen, ClientOptions::default()).expect("sender attaches");
+    let mut c = mesh.node(from).sender();
     let mut seq = 0;
     loop {
         for _ in 0..20 {
@@ -560,8 +559,7 @@ fn ecmp_split(mesh: &Mesh, col: &mut Collector) {
 
 /// A client of node 1 (domain 1) sends to node 4 (domain 2) without a domain and with it.
 fn inter_domain(mesh: &Mesh, col: &mut Collector) {
-    let mut c =
-        Client::connect(mesh.node(1).listen, ClientOptions::default()).expect("sender attaches");
+    let mut c = mesh.node(1).sender();
     for seq in 0..100 {
         c.send(4, 0, &payload(TAG_RESOLVED, seq)).unwrap();
         c.send(4, D2, &payload(TAG_EXPLICIT, seq)).unwrap();

@@ -55,21 +55,10 @@ fn pair_with(certs: Option<&std::path::Path>, one_args: &[&str]) -> (Node, Node)
     (one, two)
 }
 
-fn subscriber(node: &Node) -> Client {
-    Client::connect(
-        node.listen,
-        ClientOptions {
-            subscribe: true,
-            ..ClientOptions::default()
-        },
-    )
-    .expect("subscriber attaches")
-}
-
 /// Sends `count` messages from `from` to node `dst` and checks that `sub` gets each exactly
 /// once (acking each).
 fn exchange(from: &Node, dst: u64, sub: &mut Client, tag: u8, count: usize) {
-    let mut c = Client::connect(from.listen, ClientOptions::default()).expect("sender attaches");
+    let mut c = from.sender();
     for i in 0..count {
         let mut p = vec![tag; 64];
         p[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -273,7 +262,7 @@ fn a_thousand_half_open_connections_are_closed_in_time_and_memory_stays_bounded(
     ensure_fds(HALF_OPEN as u64 + 256);
     let (one, two) = pair();
     let pid = pid_of(&one);
-    let mut sub = subscriber(&one);
+    let mut sub = one.subscriber();
     exchange(&two, 1, &mut sub, 1, 2_000);
     let rss_before = rss_kib(pid);
 
@@ -453,9 +442,9 @@ fn forged_node_ids_are_refused() {
         "no forged session was established"
     );
     // Node 2's real session stayed: still one peer, and messages flow both ways.
-    let mut sub1 = subscriber(&one);
+    let mut sub1 = one.subscriber();
     exchange(&two, 1, &mut sub1, 3, 500);
-    let mut sub2 = subscriber(&two);
+    let mut sub2 = two.subscriber();
     exchange(&one, 2, &mut sub2, 4, 500);
     assert_eq!(one.metric("mesh_route_entries"), Some(1));
 
@@ -541,7 +530,7 @@ fn oversize_frames_close_the_connection_with_a_metric() {
         grew < 16 << 10,
         "RSS grew by {grew} KiB for announced bodies never sent"
     );
-    let mut sub = subscriber(&one);
+    let mut sub = one.subscriber();
     exchange(&two, 1, &mut sub, 5, 500);
 }
 
@@ -552,7 +541,7 @@ fn oversize_frames_close_the_connection_with_a_metric() {
 #[test]
 fn replayed_frames_are_not_delivered_twice() {
     let (one, two) = pair();
-    let mut sub = subscriber(&two);
+    let mut sub = two.subscriber();
 
     // A real message 1 -> 2; its msg_id from the receipts.
     let mut sender = Client::connect(one.listen, ClientOptions::default()).unwrap();
@@ -674,7 +663,7 @@ fn a_flood_of_hellos_is_closed_within_the_deadline() {
         "the repeated HELLOs are counted as protocol errors"
     );
     one.wait_metric("mesh_sessions_open", 1, Duration::from_secs(5));
-    let mut sub = subscriber(&one);
+    let mut sub = one.subscriber();
     exchange(&two, 1, &mut sub, 6, 1_000);
 }
 
@@ -742,6 +731,6 @@ fn a_client_that_never_reads_its_receipts_is_closed_at_its_unread_bound() {
     );
     // Node 1 serves others (node 2 still holds the greedy client's messages for a subscriber
     // of its own, so the check runs the other way).
-    let mut sub = subscriber(&one);
+    let mut sub = one.subscriber();
     exchange(&two, 1, &mut sub, 6, 500);
 }

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mesh_client::{Client, ClientOptions};
+use mesh_client::Client;
 use mesh_wire::{Envelope, Flags, FrameKind, Header, Metadata};
 use zerocopy::IntoBytes;
 
@@ -32,21 +32,6 @@ fn line(certs: Option<&std::path::Path>) -> (Node, Node, Node) {
     (a, b, c)
 }
 
-fn subscriber(node: &Node) -> Client {
-    Client::connect(
-        node.listen,
-        ClientOptions {
-            subscribe: true,
-            ..ClientOptions::default()
-        },
-    )
-    .expect("subscriber attaches")
-}
-
-fn sender(node: &Node) -> Client {
-    Client::connect(node.listen, ClientOptions::default()).expect("sender attaches")
-}
-
 /// Sends `count` numbered messages A -> C and checks C gets each once, in order, intact.
 fn exchange(a: &Node, sub: &mut Client, first: u64, count: u64) {
     exchange_via(a, &[], sub, first, count);
@@ -54,7 +39,7 @@ fn exchange(a: &Node, sub: &mut Client, first: u64, count: u64) {
 
 /// [`exchange`], reporting the drop counters of `nodes` if a message goes missing.
 fn exchange_via(a: &Node, nodes: &[&Node], sub: &mut Client, first: u64, count: u64) {
-    let mut s = sender(a);
+    let mut s = a.sender();
     for i in first..first + count {
         let mut p = i.to_be_bytes().to_vec();
         p.resize(128, u8::try_from(i % 251).unwrap());
@@ -90,7 +75,7 @@ fn big_message(a: &Node, sub: &mut Client) {
         .map(|i| i.to_le_bytes()[0] ^ 0x5A)
         .collect::<Vec<_>>()
         .into();
-    let mut s = sender(a);
+    let mut s = a.sender();
     let meta = Metadata {
         corr_id: Some(77),
         ..Metadata::default()
@@ -113,7 +98,7 @@ fn run_line(tls: bool) {
         dir.path()
     });
     let (mut a, mut b, mut c) = line(certs);
-    let mut sub = subscriber(&c);
+    let mut sub = c.subscriber();
     exchange(&a, &mut sub, 0, 20_000);
     big_message(&a, &mut sub);
     a.stop();
@@ -161,7 +146,7 @@ fn closed_within(mut s: TcpStream, limit: Duration) -> Duration {
 #[test]
 fn hostile_connections_against_the_transit_node_change_nothing() {
     let (mut a, mut b, mut c) = line(None);
-    let mut sub = subscriber(&c);
+    let mut sub = c.subscriber();
     exchange(&a, &mut sub, 0, 1_000);
 
     let mut hostile = Vec::new();
@@ -258,7 +243,7 @@ fn a_client_that_only_sends_stays_alive_across_keepalives() {
     a.start();
     // The metrics endpoint answers once the data plane listens.
     a.wait_metric("mesh_sessions_open", 0, Duration::from_secs(10));
-    let mut sub = subscriber(&a);
+    let mut sub = a.subscriber();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         while let Ok(Some(d)) = sub.recv(Some(Duration::from_secs(5))) {
@@ -270,7 +255,7 @@ fn a_client_that_only_sends_stays_alive_across_keepalives() {
             }
         }
     });
-    let mut s = sender(&a);
+    let mut s = a.sender();
     let t0 = Instant::now();
     let mut sent = 0u64;
     while t0.elapsed() < Duration::from_millis(1500) {

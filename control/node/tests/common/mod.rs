@@ -90,6 +90,24 @@ impl Node {
         }
     }
 
+    /// A native client attached to this node that subscribes to what is addressed to it.
+    pub fn subscriber(&self) -> mesh_client::Client {
+        mesh_client::Client::connect(
+            self.listen,
+            mesh_client::ClientOptions {
+                subscribe: true,
+                ..mesh_client::ClientOptions::default()
+            },
+        )
+        .expect("subscriber attaches")
+    }
+
+    /// A native client attached to this node, to send.
+    pub fn sender(&self) -> mesh_client::Client {
+        mesh_client::Client::connect(self.listen, mesh_client::ClientOptions::default())
+            .expect("sender attaches")
+    }
+
     /// Turns the gRPC API on, on a free loopback port; returns its `http://` URL.
     pub fn with_grpc(&mut self) -> String {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
