@@ -44,6 +44,9 @@ pub struct NodeSettings {
     pub storage: String,
     /// `batch` (the default), `always` or `none` (exactly-once only).
     pub durability: String,
+    /// More flags for every node (`--wal-segment-mib 4 --wal-segments 8`: a small WAL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_args: Vec<String>,
 }
 
 impl Default for NodeSettings {
@@ -52,6 +55,7 @@ impl Default for NodeSettings {
             delivery: "exactly-once".into(),
             storage: "file".into(),
             durability: "batch".into(),
+            node_args: Vec::new(),
         }
     }
 }
@@ -62,6 +66,12 @@ impl NodeSettings {
     /// # Errors
     /// An unknown delivery or storage.
     pub fn mesh_options(&self) -> Result<MeshOptions> {
+        let mut opts = self.own_options()?;
+        opts.extra_args.extend(self.node_args.iter().cloned());
+        Ok(opts)
+    }
+
+    fn own_options(&self) -> Result<MeshOptions> {
         match (self.delivery.as_str(), self.storage.as_str()) {
             ("raw", _) => Ok(MeshOptions::default()),
             ("exactly-once", "file") => Ok(MeshOptions {
@@ -583,5 +593,14 @@ mod tests {
             ..NodeSettings::default()
         };
         assert!(bad.mesh_options().is_err());
+        let small = NodeSettings {
+            storage: "memory".into(),
+            node_args: vec!["--wal-segments".into(), "8".into()],
+            ..NodeSettings::default()
+        };
+        assert_eq!(
+            small.mesh_options().unwrap().extra_args,
+            ["--storage", "memory", "--wal-segments", "8"]
+        );
     }
 }

@@ -12,7 +12,7 @@ use mesh_bench::run::{LatencySpec, ThroughputSpec, latency, throughput};
 use mesh_bench::systems::{AttachedSystem, MeshSystem, NatsSystem, System, Via, parse_mesh};
 
 mod common;
-use common::mesh_bin;
+use common::{SMALL_WAL, mesh_bin};
 
 fn count_spec(len: usize, msgs: u64) -> ThroughputSpec {
     ThroughputSpec {
@@ -99,7 +99,8 @@ fn a_grpc_producer_whose_node_dies_fails_instead_of_waiting() {
 
 #[test]
 fn exactly_once_ring_of_two_domains_over_tls_delivers_every_message() {
-    let (shape, via, opts) = parse_mesh("mesh-ring+batch+tls", 2, 4).unwrap();
+    let (shape, via, mut opts) = parse_mesh("mesh-ring+batch+tls", 2, 4).unwrap();
+    opts.extra_args.extend(SMALL_WAL.map(String::from));
     let mut sys = MeshSystem::start_with(&mesh_bin(), shape, via, opts).expect("mesh ring starts");
     assert_eq!(sys.name(), "mesh-ring4+batch+tls");
     assert_eq!(sys.cluster().pids().len(), 4);
@@ -131,7 +132,8 @@ fn exactly_once_ring_of_two_domains_over_tls_delivers_every_message() {
 fn attached_nodes_are_measured_as_they_run() {
     // Nodes started by someone else (here: a pair the harness started, exactly-once so the
     // consumer's acks matter), attached to by address.
-    let (shape, via, opts) = parse_mesh("mesh-pair+none", 2, 6).unwrap();
+    let (shape, via, mut opts) = parse_mesh("mesh-pair+none", 2, 6).unwrap();
+    opts.extra_args.extend(SMALL_WAL.map(String::from));
     let nodes = MeshSystem::start_with(&mesh_bin(), shape, via, opts).expect("mesh pair starts");
     let c = nodes.cluster();
     let mut sys = AttachedSystem::new(c.listen[0], c.consumer_addr(), 2, 1, Via::Native).unwrap();

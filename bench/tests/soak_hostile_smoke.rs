@@ -8,14 +8,17 @@ use mesh_bench::hostile::{self, AttackConfig, HostileOptions};
 use mesh_bench::soak::{self, NodeSettings, SoakOptions};
 
 mod common;
-use common::mesh_bin;
+use common::{SMALL_WAL, mesh_bin};
 
 #[test]
 fn soak_samples_every_node_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let opts = SoakOptions {
         mesh_bin: mesh_bin(),
-        nodes: NodeSettings::default(),
+        nodes: NodeSettings {
+            node_args: SMALL_WAL.map(String::from).to_vec(),
+            ..NodeSettings::default()
+        },
         payload_len: 256,
         probe: Duration::from_secs(1),
         // A low rate: a debug build on a shared CI machine must keep up.

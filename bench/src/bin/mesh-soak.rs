@@ -46,6 +46,10 @@ struct Args {
     /// `batch`, `always` or `none` (exactly-once only).
     #[arg(long, default_value = "batch")]
     durability: String,
+    /// More flags for every node, as one string (`--node-args "--wal-segment-mib 32
+    /// --wal-segments 8"`).
+    #[arg(long = "node-args", allow_hyphen_values = true)]
+    node_args: Option<String>,
     /// Growth of anonymous memory (RssAnon) allowed after the warm-up, at least (MiB; 10% of
     /// the warm level if larger).
     #[arg(long, default_value_t = 16)]
@@ -71,6 +75,13 @@ fn main() -> Result<()> {
             delivery: args.delivery,
             storage: args.storage,
             durability: args.durability,
+            node_args: args
+                .node_args
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
         },
         payload_len: args.payload,
         probe: Duration::from_secs_f64(args.probe_secs.max(0.5)),

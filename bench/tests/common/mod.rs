@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// Flags for a small write-ahead log (4 MiB × 8 segments per core): the default, 64 MiB ×
+/// 16, is written out in full when a node starts, and a few such nodes at once filled a CI
+/// machine's disk.
+pub(crate) const SMALL_WAL: [&str; 4] = ["--wal-segment-mib", "4", "--wal-segments", "8"];
+
 /// The `mesh` binary: `$MESH_BIN`, else `target/debug/mesh` of this workspace (which
 /// `cargo test --workspace` builds for mesh-node's tests), built here if it is missing.
 pub(crate) fn mesh_bin() -> PathBuf {

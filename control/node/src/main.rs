@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             match mesh_node::certs::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("mesh certs: {e:#}");
+                    say(format_args!("mesh certs: {e:#}"));
                     ExitCode::from(2)
                 }
             }
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
                 Some(path) => match NodeArgs::from_file(path) {
                     Ok(file) => cli.node.over(file),
                     Err(e) => {
-                        eprintln!("mesh: {e}");
+                        say(format_args!("mesh: {e}"));
                         return ExitCode::from(2);
                     }
                 },
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             let cfg = match NodeConfig::resolve(args) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("mesh: {e}");
+                    say(format_args!("mesh: {e}"));
                     return ExitCode::from(2);
                 }
             };
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
-                    eprintln!("mesh: {e:#}");
+                    say(format_args!("mesh: {e:#}"));
                     ExitCode::from(1)
                 }
             }
@@ -96,11 +96,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes a line to stderr, ignoring a failure: `eprintln!` panics when stderr cannot be
+/// written (a log file on a full disk), which turned a clean exit 1 into a silent exit 101.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn report(what: &str, r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mesh {what}: {e:#}");
+            say(format_args!("mesh {what}: {e:#}"));
             ExitCode::from(1)
         }
     }
@@ -113,7 +120,10 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped: by default the subscriber reports it
+        // with `eprintln!`, which panics when stderr itself is what fails (a full disk).
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

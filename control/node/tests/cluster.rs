@@ -68,6 +68,37 @@ fn bad_configuration_is_a_clear_error() {
 }
 
 #[test]
+fn a_node_that_cannot_write_its_errors_still_exits_with_its_code() {
+    // stderr on /dev/full (every write fails with ENOSPC, as a log file on a full disk): the
+    // node reports the failure as best it can and exits 1 or 2, never a panic's 101.
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("data");
+    std::fs::write(&not_a_dir, "a file where the data directory should be").unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let status = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["--node-id", "1", "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(["--delivery", "exactly-once", "--data-dir"])
+        .arg(&not_a_dir)
+        .stdout(full())
+        .stderr(full())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let status = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["--node-id", "0"])
+        .stderr(full())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+}
+
+#[test]
 fn certs_writes_a_ca_and_node_files() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("certs");
