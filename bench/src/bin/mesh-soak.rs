@@ -49,7 +49,7 @@ struct Args {
     /// More flags for every node, as one string (`--node-args "--wal-segment-mib 32
     /// --wal-segments 8"`).
     #[arg(long = "node-args", allow_hyphen_values = true)]
-    node_args: Option<String>,
+    more_node_flags: Option<String>,
     /// Growth of anonymous memory (RssAnon) allowed after the warm-up, at least (MiB; 10% of
     /// the warm level if larger).
     #[arg(long, default_value_t = 16)]
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
             storage: args.storage,
             durability: args.durability,
             node_args: args
-                .node_args
+                .more_node_flags
                 .as_deref()
                 .unwrap_or_default()
                 .split_whitespace()
