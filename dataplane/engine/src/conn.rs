@@ -329,7 +329,8 @@ impl Conn {
             warn!(
                 core = self.core.id,
                 peer = peer.node_id,
-                "plain-TCP node refused: this node requires TLS"
+                "a node refused on a connection only clients may use (plain TCP under \
+                 --require-tls, or in-process)"
             );
             self.session.close(CloseReason::TlsRequired, Instant::now());
             self.peer = Some(peer);

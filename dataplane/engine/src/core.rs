@@ -72,6 +72,8 @@ pub enum CoreMsg {
     },
     /// Dial this address and keep the session up.
     Connect(SocketAddr),
+    /// Run a native-client session over this in-process stream (the gRPC gateway's).
+    Local(crate::pipe::LocalStream),
     /// A frame for this node, from a core without a native subscriber.
     Deliver(Frame<BytesMut>),
     /// A frame for this node's delivery machines on this core: DATA from a source this core

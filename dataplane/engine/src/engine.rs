@@ -23,6 +23,7 @@ use crate::delivery::CoreDelivery;
 use crate::idempotency::IdempotencyKeys;
 use crate::mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 use crate::metrics::CoreMetrics;
+use crate::pipe::{LOCAL_PIPE_CAPACITY, LocalStream, local_pair};
 use crate::routes::RouteSnapshot;
 use crate::transport::Transport;
 
@@ -78,6 +79,17 @@ pub enum SubmitError {
     /// The engine stopped.
     #[error("data plane stopped")]
     Stopped(OutFrame),
+}
+
+/// Why an in-process session could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenLocalError {
+    /// The core's inbox is full: try again shortly.
+    #[error("the core is busy: its inbox is full")]
+    Busy,
+    /// The data plane stopped.
+    #[error("the data plane stopped")]
+    Stopped,
 }
 
 /// The control thread's handle on the running data plane.
@@ -214,6 +226,22 @@ impl EngineHandle {
             .iter()
             .map(|id| found.get(id).copied().flatten())
             .collect())
+    }
+
+    /// Opens an in-process session with core `core` (`core % cores`): the returned end speaks
+    /// the native-client protocol to the core, as a TCP connection to the node's listener
+    /// would, without the kernel in between. This is how the gRPC gateway reaches the data
+    /// plane.
+    ///
+    /// # Errors
+    /// The core's inbox is full, or the data plane stopped.
+    pub fn open_local(&self, core: usize) -> Result<LocalStream, OpenLocalError> {
+        let (ours, theirs) = local_pair(LOCAL_PIPE_CAPACITY);
+        match self.inboxes[core % self.inboxes.len()].post(CoreMsg::Local(theirs)) {
+            Ok(()) => Ok(ours),
+            Err(MailboxError::Full(_)) => Err(OpenLocalError::Busy),
+            Err(MailboxError::Closed(_)) => Err(OpenLocalError::Stopped),
+        }
     }
 
     /// Asks the engine to dial `addr` and keep a session with it.
@@ -483,6 +511,9 @@ async fn run_core(
             CoreMsg::Connect(addr) => {
                 glommio::spawn_local(dial_loop(core.clone(), addr, admission.clone())).detach();
             }
+            CoreMsg::Local(stream) => {
+                glommio::spawn_local(run_local(core.clone(), stream)).detach();
+            }
             CoreMsg::Deliver(frame) => core.deliver_from_core(frame),
             CoreMsg::Delivery(frame) => core.delivery_frame(frame),
             CoreMsg::Offer(frame) => core.offer_from_core(frame),
@@ -607,6 +638,27 @@ async fn accept_loop(
         })
         .detach();
     }
+}
+
+/// Runs a session over an in-process stream: a native client's (the gRPC gateway's), plain,
+/// and outside the admission limits (the gateway keeps one per core plus its subscriber).
+async fn run_local(core: Rc<Core>, stream: LocalStream) {
+    if core.shutting_down.get() {
+        return;
+    }
+    let out = run_connection(
+        core.clone(),
+        Transport::Local(stream),
+        Side::Acceptor,
+        None,
+        ChannelSecurity::Plain,
+        nonce(),
+        // Only a client may hold it, whether or not TLS is required of peers.
+        true,
+        Instant::now(),
+    )
+    .await;
+    debug!(core = core.id, reason = ?out.reason, "in-process session ended");
 }
 
 async fn dial_loop(core: Rc<Core>, addr: SocketAddr, admission: Rc<std::cell::RefCell<Admission>>) {

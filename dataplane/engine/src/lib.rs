@@ -7,6 +7,7 @@
 //! - [`conn`]: the task that drives one connection;
 //! - [`queue`]: bounded per-peer outbound queues of whole frames, written vectored;
 //! - [`transport`]: plain TCP (and TLS) under a session;
+//! - [`pipe`]: in-process byte streams for the gRPC gateway's sessions with its own node;
 //! - [`routes`]: the route-snapshot interface the control plane publishes through;
 //! - [`mod@mailbox`]: crossbeam queues with wakers between the control thread and the cores;
 //! - [`metrics`]: per-core counters.
@@ -23,6 +24,7 @@ pub mod engine;
 mod idempotency;
 pub mod mailbox;
 pub mod metrics;
+pub mod pipe;
 pub mod queue;
 mod ratelimit;
 pub mod routes;
@@ -32,9 +34,10 @@ pub mod transport;
 pub use config::{DurabilityMode, EngineConfig, Placement, StorageSpec};
 pub use core::{CoreMsg, EngineEvent};
 pub use delivery::{DeliveryConfig, DeliveryMode};
-pub use engine::{EngineError, EngineHandle, StatusError, SubmitError, start};
+pub use engine::{EngineError, EngineHandle, OpenLocalError, StatusError, SubmitError, start};
 pub use mailbox::{MailboxError, MailboxReceiver, MailboxSender, mailbox};
 pub use metrics::{CoreMetrics, DropReason};
+pub use pipe::{LOCAL_PIPE_CAPACITY, LocalStream, local_pair};
 pub use queue::{OutItem, PeerQueue, QueueLimits};
 pub use routes::{RateLimit, Route, RouteLookup, RouteSnapshot, StaticRoutes, ecmp_pick};
 pub use tls::{TlsContext, TlsHandshakeError};

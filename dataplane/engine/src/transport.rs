@@ -1,4 +1,5 @@
-//! The byte pipe under a session: plain TCP or TLS 1.3 over a glommio TCP stream.
+//! The byte pipe under a session: plain TCP or TLS 1.3 over a glommio TCP stream, or an
+//! in-process [`LocalStream`] (the gRPC gateway's sessions with its own node).
 //!
 //! Plain TCP writes a whole batch of queued frames with one `sendmsg` of many slices (the frames'
 //! own buffers, no staging copy). When the socket is full, glommio's `poll_write` registers the
@@ -12,6 +13,7 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use crate::pipe::LocalStream;
 use crate::queue::PeerQueue;
 
 /// Most slices in one vectored write (Linux `IOV_MAX` is 1024).
@@ -24,6 +26,8 @@ pub enum Transport {
     Plain(TcpStream),
     /// TLS 1.3 over TCP.
     Tls(Box<mesh_tls::TlsStream<TcpStream>>),
+    /// An in-process stream from the control thread (the gRPC gateway).
+    Local(LocalStream),
 }
 
 impl Transport {
@@ -32,6 +36,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Transport::Local(s) => s.reader.poll_read(cx, buf),
         }
     }
 
@@ -77,6 +82,33 @@ impl Transport {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
+                Transport::Local(s) => {
+                    let room = match s.writer.poll_room(cx) {
+                        Poll::Ready(Ok(room)) => room,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    // The frames are copied into one chunk, as a socket write copies them
+                    // into the kernel.
+                    let r = queue.write_with(MAX_IOV, |slices| {
+                        let len = slices
+                            .iter()
+                            .map(|s| s.len())
+                            .sum::<usize>()
+                            .min(room.max(LOCAL_CHUNK_MIN));
+                        let mut chunk = bytes::BytesMut::with_capacity(len);
+                        for s in slices {
+                            let take = s.len().min(len - chunk.len());
+                            chunk.extend_from_slice(&s[..take]);
+                        }
+                        s.writer.push(chunk.freeze()).map(|()| len)
+                    });
+                    match r {
+                        Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                        Ok(n) => total += n,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
                 Transport::Plain(s) => {
                     let fd = s.as_raw_fd();
                     let r = queue.write_with(MAX_IOV, |slices| match sendmsg(fd, slices) {
@@ -109,9 +141,17 @@ impl Transport {
         match self {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+            Transport::Local(s) => {
+                s.writer.close();
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
+
+/// Bytes a write to a [`LocalStream`] may carry past the room left (a few frames): a nearly
+/// full pipe still takes whole frames rather than slivers of one.
+const LOCAL_CHUNK_MIN: usize = 64 << 10;
 
 /// One non-blocking vectored send; `WouldBlock` when the socket buffer is full.
 #[allow(unsafe_code)]

@@ -72,18 +72,17 @@ impl std::fmt::Debug for MeshDataService {
 }
 
 impl MeshDataService {
-    /// The service of the node whose data plane is `engine`, reached through sessions to its
-    /// own listener. Spawns the subscriber hub on the current tokio runtime.
+    /// The service of the node whose data plane is `engine`, reached through in-process
+    /// sessions with its cores. Spawns the subscriber hub on the current tokio runtime.
     #[must_use]
     pub fn new(
         engine: Arc<EngineHandle>,
         mode: DeliveryMode,
         metrics: Arc<GrpcMetrics>,
     ) -> MeshDataService {
-        let addr = loopback(engine.local_addr());
-        let gateway = Arc::new(Gateway::new(addr, engine.cores()));
+        let gateway = Arc::new(Gateway::new(engine.clone()));
         let (hub, rx) = mpsc::channel(1024);
-        tokio::spawn(Hub::new(addr, mode == DeliveryMode::ExactlyOnce).run(rx));
+        tokio::spawn(Hub::new(engine.clone(), mode == DeliveryMode::ExactlyOnce).run(rx));
         MeshDataService {
             gateway,
             hub,
@@ -305,18 +304,6 @@ impl MeshDataService {
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(e.to_string())
-}
-
-/// The listener's address as a client dials it (a wildcard bind is reached over loopback).
-fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    a
 }
 
 /// The SendResponse of a request at `position` whose receipts told `reply`.
@@ -656,7 +643,7 @@ impl Sub {
 
 /// The subscriber hub: one subscriber session with the node, many Subscribe streams.
 struct Hub {
-    addr: std::net::SocketAddr,
+    engine: Arc<EngineHandle>,
     /// The node tracks what it offers (exactly-once): a message without require_ack is acked
     /// once handed over. Forwarding only, the node forgets what it offered and wants no ack.
     tracked: bool,
@@ -673,9 +660,9 @@ struct Hub {
 }
 
 impl Hub {
-    fn new(addr: std::net::SocketAddr, tracked: bool) -> Hub {
+    fn new(engine: Arc<EngineHandle>, tracked: bool) -> Hub {
         Hub {
-            addr,
+            engine,
             tracked,
             link: None,
             incoming: None,
@@ -740,7 +727,7 @@ impl Hub {
             } => {
                 if self.link.is_none() {
                     let (dtx, drx) = mpsc::channel(1024);
-                    match Link::connect(self.addr, Some(dtx)).await {
+                    match Link::connect(&self.engine, 0, Some(dtx)).await {
                         Ok(l) => {
                             self.link = Some(l);
                             self.incoming = Some(drx);

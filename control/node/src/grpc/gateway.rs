@@ -1,17 +1,18 @@
 //! The gRPC API's way into the data plane: native-client sessions of this node with itself
-//! over loopback (`mesh-session`'s client role, driven here on tokio).
+//! over in-process streams (`mesh-session`'s client role, driven here on tokio; the core runs
+//! the other end as it runs a TCP client's session).
 //!
 //! A gRPC Send is a native client's send: the core that takes it allocates the msg_id, appends
 //! it to the WAL, tracks it and reports PERSISTED / DELIVERED / ACK / FAILED in receipts, which
 //! this module routes back to the waiting call. Subscribe streams share one subscriber
 //! session (a [`Link`] made with a deliveries channel): the node offers it what is addressed to
 //! it and it hands each message on to the [`super::data_service`] hub. So gRPC traffic takes
-//! exactly the path of native traffic (one extra loopback hop, which gRPC's own encoding dwarfs), with every
-//! guarantee and limit of the data plane, and no second implementation of them.
+//! exactly the path of native traffic, with every guarantee and limit of the data plane, and
+//! no second implementation of them. The bytes between the gateway and the core move through a
+//! [`mesh_engine::pipe`] (memory, no system call), not through a loopback socket.
 //!
-//! Each [`Link`] is one session run by one task. The node spreads sessions over its cores
-//! (SO_REUSEPORT), so [`Gateway`] keeps one link per core and picks them in turn; a link that
-//! died is replaced at the next call. A SendStream keeps its link for its life (its messages
+//! Each [`Link`] is one session run by one task. [`Gateway`] keeps one link per core of the
+//! node and picks them in turn; a link that died is replaced at the next call. A SendStream keeps its link for its life (its messages
 //! stay in order) and hands it what it decoded together as one batch.
 //!
 //! The link's task owns each send's state until it is answered: the receipts received so far
@@ -21,31 +22,32 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytes::BytesMut;
 use foldhash::HashMap;
 use mesh_client::{ClientOptions, Receipt};
+use mesh_engine::{EngineHandle, LocalStream};
 use mesh_session::{PeerInfo, Session, SessionEvent};
 use mesh_wire::{
     ChunkOutcome, CloseReason, Decoder, Envelope, Flags, Frame, FrameKind, Limits, MetaLimits,
     Metadata, Reassembler, ReassemblyLimits, chunk_message,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// Bytes of encoded frames a link buffers before it stops taking commands.
 const OUT_BUFFER_MAX: usize = 4 << 20;
+/// Bytes the frame buffer starts with (it grows as a batch needs).
+const OUT_CHUNK: usize = 64 << 10;
 /// Commands waiting for a link.
 const COMMANDS_MAX: usize = 4096;
 /// Commands taken from the queue at once before the next write.
 const COMMANDS_PER_WRITE: usize = 256;
-/// Time allowed to connect and finish the handshake.
+/// Time allowed to finish the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the gateway could not do what was asked.
@@ -240,22 +242,19 @@ impl std::fmt::Debug for Command {
 }
 
 impl Link {
-    /// Connects to the node at `addr` and completes the handshake. With `deliveries`, the
-    /// session subscribes and every message the node offers goes there (reading stops while
-    /// that channel is full: the node holds the rest).
+    /// Opens a session with core `core` of the node (`core % cores`) and completes the
+    /// handshake. With `deliveries`, the session subscribes and every message the node offers
+    /// goes there (reading stops while that channel is full: the node holds the rest).
     pub async fn connect(
-        addr: SocketAddr,
+        engine: &EngineHandle,
+        core: usize,
         deliveries: Option<mpsc::Sender<Incoming>>,
     ) -> Result<Link, GatewayError> {
         let unavailable = |e: &dyn std::fmt::Display| GatewayError::Unavailable(e.to_string());
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|e| unavailable(&e))?
-            .map_err(|e| unavailable(&e))?;
-        stream.set_nodelay(true).map_err(|e| unavailable(&e))?;
+        let stream = engine.open_local(core).map_err(|e| unavailable(&e))?;
         let options = ClientOptions {
             subscribe: deliveries.is_some(),
-            // The session's own default: a loopback session needs no faster liveness check.
+            // The session's own default: an in-process session needs no faster liveness check.
             keepalive: mesh_session::session::DEFAULT_KEEPALIVE_INTERVAL,
             ..ClientOptions::default()
         };
@@ -268,8 +267,7 @@ impl Link {
             decoder: Decoder::new(session.decoder_limits()),
             session,
             stream,
-            out: Vec::with_capacity(64 << 10),
-            out_pos: 0,
+            out: Vec::with_capacity(OUT_CHUNK),
             node: None,
             ready: Some(ready_tx),
             next_seq: 1,
@@ -328,17 +326,18 @@ impl Link {
 /// The sending side of the gateway: one link per core of the node, used in turn.
 #[derive(Debug)]
 pub struct Gateway {
-    addr: SocketAddr,
+    engine: Arc<EngineHandle>,
     links: Mutex<Vec<Option<Link>>>,
     next: AtomicUsize,
 }
 
 impl Gateway {
-    /// A gateway to the node at `addr` with `cores` cores; links are made at first use.
-    pub fn new(addr: SocketAddr, cores: usize) -> Gateway {
+    /// A gateway to the data plane `engine`, one link per core, made at first use.
+    pub fn new(engine: Arc<EngineHandle>) -> Gateway {
+        let cores = engine.cores().max(1);
         Gateway {
-            addr,
-            links: Mutex::new(vec![None; cores.max(1)]),
+            engine,
+            links: Mutex::new(vec![None; cores]),
             next: AtomicUsize::new(0),
         }
     }
@@ -352,7 +351,7 @@ impl Gateway {
         {
             return Ok(l);
         }
-        let l = Link::connect(self.addr, None).await?;
+        let l = Link::connect(&self.engine, slot, None).await?;
         self.lock()[slot] = Some(l.clone());
         Ok(l)
     }
@@ -371,11 +370,10 @@ impl Gateway {
 /// The task that runs one session.
 struct Driver {
     session: Session,
-    stream: TcpStream,
+    stream: LocalStream,
     decoder: Decoder,
-    /// Bytes to write; `out[out_pos..]` is what is left of them.
+    /// Frames encoded and not yet handed to the stream.
     out: Vec<u8>,
-    out_pos: usize,
     node: Option<PeerInfo>,
     ready: Option<oneshot::Sender<Result<(), GatewayError>>>,
     next_seq: u64,
@@ -457,7 +455,8 @@ impl Driver {
         let mut buf_guard = 0usize;
         loop {
             if let Some(reason) = self.pump() {
-                let _ = self.flush_now().await;
+                // The last frames (its CLOSE) go out whatever room is left.
+                let _ = self.write_out();
                 return Some(reason);
             }
             if !self.held.is_empty() {
@@ -475,7 +474,7 @@ impl Driver {
             let established = self.node.is_some();
             let take_commands = established && self.unwritten() < OUT_BUFFER_MAX;
             let read = self.held.is_empty();
-            let write = self.unwritten() > 0;
+            let write = !self.out.is_empty();
             let room = async {
                 match (&self.deliveries, self.held.is_empty()) {
                     (Some(d), false) => {
@@ -484,34 +483,32 @@ impl Driver {
                     _ => std::future::pending::<()>().await,
                 }
             };
+            let reader = &self.stream.reader;
+            let writer = &self.stream.writer;
             tokio::select! {
-                r = self.stream.readable(), if read => {
-                    if r.is_err() {
-                        return None;
-                    }
-                    match self.stream.try_read(self.decoder.read_buf()) {
-                        Ok(0) => return None,
-                        Ok(n) => {
-                            self.decoder.commit(n);
-                            self.session.note_received(Instant::now());
-                            self.handle_input();
+                () = std::future::poll_fn(|cx| reader.poll_readable(cx)), if read => {
+                    // Everything there, up to the decoder's room, before anything else.
+                    loop {
+                        match self.stream.reader.try_read(self.decoder.read_buf()) {
+                            Ok(0) => return None,
+                            Ok(n) => {
+                                self.decoder.commit(n);
+                                self.session.note_received(Instant::now());
+                                self.handle_input();
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => return None,
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => return None,
+                        if !self.held.is_empty() {
+                            break;
+                        }
                     }
                 }
-                r = self.stream.writable(), if write => {
-                    if r.is_err() {
+                r = std::future::poll_fn(|cx| writer.poll_room(cx)), if write => {
+                    if r.is_err() || self.write_out().is_err() {
                         return None;
                     }
-                    match self.stream.try_write(&self.out[self.out_pos..]) {
-                        Ok(n) => {
-                            self.wrote(n);
-                            self.session.note_sent(Instant::now());
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => return None,
-                    }
+                    self.session.note_sent(Instant::now());
                 }
                 c = commands.recv(), if take_commands => match c {
                     Some(c) => {
@@ -574,30 +571,20 @@ impl Driver {
         None
     }
 
-    async fn flush_now(&mut self) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        self.stream.write_all(&self.out[self.out_pos..]).await?;
-        self.out.clear();
-        self.out_pos = 0;
-        Ok(())
+    /// Hands `out` to the stream as one chunk (the buffer itself: no copy). The stream holds
+    /// at most its capacity plus one such chunk: a write waits for room, but a chunk is not
+    /// cut to fit it.
+    fn write_out(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.out, Vec::with_capacity(OUT_CHUNK));
+        self.stream.writer.push(Bytes::from(chunk))
     }
 
     /// Bytes framed and not yet written.
     fn unwritten(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-
-    /// `n` more bytes of `out` are written. The buffer is compacted only when it is empty or
-    /// when the written part is over half of it, so a partial write does not move the rest.
-    fn wrote(&mut self, n: usize) {
-        self.out_pos += n;
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        } else if self.out_pos > self.out.len() / 2 {
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
+        self.out.len()
     }
 
     fn handle_input(&mut self) {
