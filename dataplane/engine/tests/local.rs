@@ -52,9 +52,8 @@ fn drive(
         while let Some(ev) = s.poll_event() {
             match ev {
                 SessionEvent::Established { .. } if !past_established => return Ok(()),
-                SessionEvent::Established { .. } => {}
                 SessionEvent::Closed { reason, .. } => return Err(Some(reason)),
-                SessionEvent::Draining => {}
+                SessionEvent::Established { .. } | SessionEvent::Draining => {}
             }
         }
         let waker = std::task::Waker::noop();
