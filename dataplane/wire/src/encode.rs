@@ -6,7 +6,7 @@
 
 use std::io::IoSlice;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use zerocopy::IntoBytes;
 
 use crate::error::{DecodeError, EncodeError};
@@ -119,16 +119,15 @@ impl OutFrame {
     }
 
     /// Appends the frame to `out` (a copy; for tests, golden files and small control frames).
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.reserve(self.len());
-        out.extend_from_slice(self.header.as_bytes());
-        out.extend_from_slice(&self.meta);
-        out.extend_from_slice(&self.payload);
+    pub fn write_to<B: BufMut>(&self, out: &mut B) {
+        out.put_slice(self.header.as_bytes());
+        out.put_slice(&self.meta);
+        out.put_slice(&self.payload);
     }
 
     /// The frame as one contiguous vector (a copy).
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.len());
+        let mut v: Vec<u8> = Vec::with_capacity(self.len());
         self.write_to(&mut v);
         v
     }

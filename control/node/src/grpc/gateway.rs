@@ -267,7 +267,7 @@ impl Link {
             decoder: Decoder::new(session.decoder_limits()),
             session,
             stream,
-            out: Vec::with_capacity(OUT_CHUNK),
+            out: BytesMut::with_capacity(OUT_CHUNK),
             node: None,
             ready: Some(ready_tx),
             next_seq: 1,
@@ -372,8 +372,10 @@ struct Driver {
     session: Session,
     stream: LocalStream,
     decoder: Decoder,
-    /// Frames encoded and not yet handed to the stream.
-    out: Vec<u8>,
+    /// Frames encoded and not yet handed to the stream. Its allocation comes back to it once
+    /// the core has read a chunk handed over (`BytesMut::reserve` reclaims a buffer nobody
+    /// else holds), so a busy link does not allocate per write.
+    out: BytesMut,
     node: Option<PeerInfo>,
     ready: Option<oneshot::Sender<Result<(), GatewayError>>>,
     next_seq: u64,
@@ -382,7 +384,8 @@ struct Driver {
     /// When waiters with a deadline must be answered: (deadline, sequence number).
     deadlines: BinaryHeap<Reverse<(tokio::time::Instant, u64)>>,
     /// Answers made and not yet handed to their sinks.
-    answers: Vec<(AnswerSink, Answer)>,
+    /// Runs of answers to one sink each, in the order made.
+    answers: Vec<(AnswerSink, Vec<Answer>)>,
     reassembler: Reassembler,
     deliveries: Option<mpsc::Sender<Incoming>>,
     /// Offered messages waiting for room in `deliveries` (reading stops meanwhile).
@@ -407,13 +410,13 @@ impl Driver {
             } else {
                 Ok(w.reply)
             };
-            self.answer(w.sink, w.token, result);
+            self.answer(&w.sink, w.token, result);
         }
         commands.close();
         while let Ok(c) = commands.try_recv() {
             if let Command::Send { orders, sink } = c {
                 for o in orders {
-                    self.answer(sink.clone(), o.token, Err(gone()));
+                    self.answer(&sink, o.token, Err(gone()));
                 }
             }
         }
@@ -421,20 +424,19 @@ impl Driver {
     }
 
     /// Answers the order `token` of `sink` (handed over by [`Driver::hand_answers`]).
-    fn answer(&mut self, sink: AnswerSink, token: u64, result: Result<Reply, GatewayError>) {
-        self.answers.push((sink, Answer { token, result }));
+    fn answer(&mut self, sink: &AnswerSink, token: u64, result: Result<Reply, GatewayError>) {
+        let answer = Answer { token, result };
+        match self.answers.last_mut() {
+            Some((last, run)) if last.same_channel(sink) => run.push(answer),
+            _ => self.answers.push((sink.clone(), vec![answer])),
+        }
     }
 
     /// Hands the answers made to their sinks, one batch per run of answers to one sink.
     fn hand_answers(&mut self) {
-        let mut answers = std::mem::take(&mut self.answers).into_iter().peekable();
-        while let Some((sink, first)) = answers.next() {
-            let mut batch = vec![first];
-            while let Some((_, a)) = answers.next_if(|(s, _)| s.same_channel(&sink)) {
-                batch.push(a);
-            }
+        for (sink, run) in self.answers.drain(..) {
             // A caller that went away no longer wants them.
-            let _ = sink.send(batch);
+            let _ = sink.send(run);
         }
     }
 
@@ -446,7 +448,7 @@ impl Driver {
             }
             self.deadlines.pop();
             if let Some(w) = self.waiters.remove(&seq) {
-                self.answer(w.sink, w.token, Ok(w.reply));
+                self.answer(&w.sink, w.token, Ok(w.reply));
             }
         }
     }
@@ -578,8 +580,10 @@ impl Driver {
         if self.out.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.out, Vec::with_capacity(OUT_CHUNK));
-        self.stream.writer.push(Bytes::from(chunk))
+        // No reserve here: by the next frame the core has likely read this chunk and the
+        // buffer is ours again.
+        let chunk = self.out.split().freeze();
+        self.stream.writer.push(chunk)
     }
 
     /// Bytes framed and not yet written.
@@ -613,7 +617,7 @@ impl Driver {
                     match self.encode_send(o.msg) {
                         Ok(seq) => {
                             if o.wait == Wait::Taken {
-                                self.answer(sink.clone(), token, Ok(Reply::accepted()));
+                                self.answer(&sink, token, Ok(Reply::accepted()));
                                 continue;
                             }
                             if let Some(at) = o.deadline {
@@ -637,7 +641,7 @@ impl Driver {
                                 },
                             );
                         }
-                        Err(e) => self.answer(sink.clone(), token, Err(e)),
+                        Err(e) => self.answer(&sink, token, Err(e)),
                     }
                 }
             }
@@ -697,7 +701,7 @@ impl Driver {
                 if w.reply.answers(w.wait)
                     && let Some(w) = self.waiters.remove(&seq)
                 {
-                    self.answer(w.sink, w.token, Ok(w.reply));
+                    self.answer(&w.sink, w.token, Ok(w.reply));
                 }
             }
             FrameKind::Data if self.deliveries.is_some() => {
