@@ -403,7 +403,7 @@ pub fn validate(req: pb::SendRequest) -> Result<(Outgoing, pb::SendMode, Duratio
         ..Metadata::default()
     };
     // The metadata must fit in a frame's metadata field.
-    let no_meta = meta == Metadata::default();
+    let no_meta = meta.is_empty();
     if !no_meta && let Err(e) = meta.encode(&mesh_wire::MetaLimits::default()) {
         return bad(format!("headers: {e}"));
     }
