@@ -124,14 +124,14 @@ impl PipeWriter {
     }
 
     /// Appends `chunk` (whatever the room: the caller sized it by [`PipeWriter::poll_room`])
-    /// and wakes the reader. `BrokenPipe` once the reader is gone.
+    /// and wakes the reader. `BrokenPipe` once the reader is gone or this end was closed.
     pub fn push(&self, chunk: Bytes) -> io::Result<()> {
         if chunk.is_empty() {
             return Ok(());
         }
         {
             let mut s = self.shared.lock();
-            if s.reader_gone {
+            if s.reader_gone || s.writer_gone {
                 return Err(io::ErrorKind::BrokenPipe.into());
             }
             s.bytes += chunk.len();
@@ -147,7 +147,7 @@ impl PipeWriter {
     }
 
     /// Ends the stream: the reader reads what was written, then its end. Later pushes are
-    /// still taken (and read): closing twice or dropping after closing is harmless.
+    /// refused; closing twice, or dropping after closing, is harmless.
     pub fn close(&self) {
         self.shared.lock().writer_gone = true;
         self.shared.readable.wake();
@@ -358,6 +358,12 @@ mod tests {
         w.close();
         assert!(r.poll_readable(&mut cx).is_ready(), "the end is readable");
         assert_eq!(r.try_read(&mut buf).unwrap(), 0);
+        let e = w.push(Bytes::from_static(b"late")).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe,
+            "a closed end takes no more"
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! [`mesh_engine::pipe`] (memory, no system call), not through a loopback socket.
 //!
 //! Each [`Link`] is one session run by one task. [`Gateway`] keeps one link per core of the
-//! node and picks them in turn; a link that died is replaced at the next call. A SendStream keeps its link for its life (its messages
-//! stay in order) and hands it what it decoded together as one batch.
+//! node and picks them in turn; a link that died is replaced at the next call. A SendStream
+//! keeps its link for its life (its messages stay in order) and hands it what it decoded
+//! together as one batch.
 //!
 //! The link's task owns each send's state until it is answered: the receipts received so far
 //! ([`Reply`]), when its caller wants the answer ([`Wait`]) and its deadline. Answers go back
@@ -43,12 +44,14 @@ use tracing::{debug, warn};
 const OUT_BUFFER_MAX: usize = 4 << 20;
 /// Bytes the frame buffer starts with (it grows as a batch needs).
 const OUT_CHUNK: usize = 64 << 10;
+/// Reads of the stream in a row before the task lets the others run.
+const READS_PER_WAKE: usize = 16;
 /// Commands waiting for a link.
 const COMMANDS_MAX: usize = 4096;
 /// Commands taken from the queue at once before the next write.
 const COMMANDS_PER_WRITE: usize = 256;
 /// Time allowed to finish the handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the gateway could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -279,7 +282,7 @@ impl Link {
             held: VecDeque::new(),
         };
         tokio::spawn(driver.run(rx));
-        tokio::time::timeout(CONNECT_TIMEOUT, ready_rx)
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, ready_rx)
             .await
             .map_err(|e| unavailable(&e))?
             .map_err(|_| {
@@ -383,8 +386,8 @@ struct Driver {
     waiters: HashMap<u64, Waiter>,
     /// When waiters with a deadline must be answered: (deadline, sequence number).
     deadlines: BinaryHeap<Reverse<(tokio::time::Instant, u64)>>,
-    /// Answers made and not yet handed to their sinks.
-    /// Runs of answers to one sink each, in the order made.
+    /// Answers made and not yet handed to their sinks: runs of answers to one sink each, in
+    /// the order made.
     answers: Vec<(AnswerSink, Vec<Answer>)>,
     reassembler: Reassembler,
     deliveries: Option<mpsc::Sender<Incoming>>,
@@ -476,7 +479,7 @@ impl Driver {
             let established = self.node.is_some();
             let take_commands = established && self.unwritten() < OUT_BUFFER_MAX;
             let read = self.held.is_empty();
-            let write = !self.out.is_empty();
+            let write = self.unwritten() > 0;
             let room = async {
                 match (&self.deliveries, self.held.is_empty()) {
                     (Some(d), false) => {
@@ -489,8 +492,9 @@ impl Driver {
             let writer = &self.stream.writer;
             tokio::select! {
                 () = std::future::poll_fn(|cx| reader.poll_readable(cx)), if read => {
-                    // Everything there, up to the decoder's room, before anything else.
-                    loop {
+                    // What is there, a few reads' worth, before the other branches (and the
+                    // runtime's other tasks: the hub, the gRPC streams) get their turn.
+                    for _ in 0..READS_PER_WAKE {
                         match self.stream.reader.try_read(self.decoder.read_buf()) {
                             Ok(0) => return None,
                             Ok(n) => {
