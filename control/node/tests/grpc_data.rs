@@ -26,6 +26,31 @@ const B: u64 = 2;
 const C: u64 = 3;
 const WITHIN: Duration = Duration::from_secs(20);
 
+/// Streams `reqs` over one SendStream and takes every answer, by position, with when it came
+/// (from the call); the stream must end within [`WITHIN`].
+async fn stream_answers(
+    pa: &mut MeshDataClient<Channel>,
+    reqs: Vec<pb::SendRequest>,
+) -> HashMap<u64, (pb::SendResponse, Duration)> {
+    let t0 = Instant::now();
+    let mut out = pa
+        .send_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut by_pos = HashMap::new();
+    let all = async {
+        while let Some(r) = out.message().await.unwrap() {
+            by_pos.insert(r.position, (r, t0.elapsed()));
+        }
+    };
+    assert!(
+        tokio::time::timeout(WITHIN, all).await.is_ok(),
+        "every request answered"
+    );
+    by_pos
+}
+
 async fn connect(url: &str) -> MeshDataClient<Channel> {
     let t0 = Instant::now();
     loop {
@@ -254,17 +279,9 @@ async fn every_mesh_data_call_over_a_line() {
             r
         })
         .collect();
-    let mut out = pa
-        .send_stream(tokio_stream::iter(reqs))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut by_pos = HashMap::new();
-    while let Some(r) = out.message().await.unwrap() {
-        by_pos.insert(r.position, r);
-    }
+    let by_pos = stream_answers(&mut pa, reqs).await;
     assert_eq!(by_pos.len(), 300);
-    let bad = &by_pos[&150];
+    let (bad, _) = &by_pos[&150];
     assert_eq!(bad.status, pb::MessageStatus::Failed as i32);
     assert_eq!(bad.failure_reason, pb::FailureReason::InvalidRequest as i32);
     assert!(bad.status_message.contains("dst_node"), "{bad:?}");
@@ -272,7 +289,7 @@ async fn every_mesh_data_call_over_a_line() {
         by_pos
             .iter()
             .filter(|(p, _)| **p != 150)
-            .all(|(_, r)| r.status == pb::MessageStatus::Persisted as i32 && r.msg_id != 0)
+            .all(|(_, (r, _))| r.status == pb::MessageStatus::Persisted as i32 && r.msg_id != 0)
     );
     sub.credits(1000).await;
     let mut got = 0;
@@ -506,22 +523,7 @@ async fn send_stream_answers_each_mode_at_its_moment() {
             r
         })
         .collect();
-    let t0 = Instant::now();
-    let mut out = pa
-        .send_stream(tokio_stream::iter(reqs))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut by_pos = HashMap::new();
-    let all = async {
-        while let Some(r) = out.message().await.unwrap() {
-            by_pos.insert(r.position, (r, t0.elapsed()));
-        }
-    };
-    assert!(
-        tokio::time::timeout(WITHIN, all).await.is_ok(),
-        "every request answered"
-    );
+    let by_pos = stream_answers(&mut pa, reqs).await;
     assert_eq!(by_pos.len(), 90);
     for (pos, (r, at)) in &by_pos {
         match pos % 3 {
