@@ -308,7 +308,7 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
 
 /// The SendResponse of a request at `position` whose receipts told `reply`.
 fn response(reply: Reply, position: u64) -> pb::SendResponse {
-    let failure_reason = if reply.status == 11 {
+    let failure_reason = if i32::from(reply.status) == pb::MessageStatus::Failed as i32 {
         i32::from(reply.reason.unwrap_or(0))
     } else {
         0
